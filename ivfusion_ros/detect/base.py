@@ -1,0 +1,73 @@
+"""The detection result type and the interface every detector implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Detections", "Detector"]
+
+
+@dataclass
+class Detections:
+    """Detections of one image, in that image's pixel coordinates.
+
+    Attributes:
+        boxes: ``(N, 4)`` float32, ``x1, y1, x2, y2`` in pixels of the image given to the detector.
+        scores: ``(N,)`` float32 in [0, 1].
+        class_ids: ``(N,)`` int64 indices into ``class_names``.
+        class_names: the detector's class table (shared by all results of one detector).
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    class_names: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def empty(cls, class_names: tuple[str, ...] = ()) -> Detections:
+        return cls(
+            np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64), class_names
+        )
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    def names(self) -> list[str]:
+        """Class name of each detection (the index as text when the table has no entry for it)."""
+        table = self.class_names
+        return [table[i] if 0 <= i < len(table) else str(i) for i in self.class_ids.tolist()]
+
+    def to_dicts(self) -> list[dict]:
+        """JSON-ready list: ``[{"box": [x1, y1, x2, y2], "score": s, "class_id": i, "class_name": n}]``."""
+        return [
+            {"box": [round(float(v), 2) for v in b], "score": round(float(s), 4), "class_id": int(c),
+             "class_name": n}
+            for b, s, c, n in zip(self.boxes, self.scores, self.class_ids, self.names())
+        ]
+
+
+class Detector(ABC):
+    """A detector: loaded once, then called per frame.
+
+    Implementations take an RGB ``uint8`` image ``(H, W, 3)`` (thermal-only detection passes the thermal
+    intensity replicated to three channels) and return :class:`Detections` in that image's pixels.
+    """
+
+    #: Registry name ("hog", "yolo", "none").
+    name: str = ""
+
+    @property
+    @abstractmethod
+    def class_names(self) -> tuple[str, ...]:
+        """The class table indexed by ``Detections.class_ids``."""
+
+    @abstractmethod
+    def detect(self, rgb: np.ndarray) -> Detections:
+        """Detect objects in one RGB uint8 image of shape ``(H, W, 3)``."""
+
+    def describe(self) -> str:
+        """Short human-readable description (backend, model) for logs and the status message."""
+        return self.name
