@@ -463,13 +463,39 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         raise ConfigError(f"{path}: {err}" if path is not None else str(err)) from None
 
 
-def dump_ros_yaml(cfg: PipelineConfig, node_name: str = "ivfusion_node") -> str:
-    """Render ``cfg`` as a ROS 2 parameter file that :func:`load_config` reads back unchanged."""
-    tree: dict[str, dict[str, Any]] = {}
-    for name, value in config_to_flat(cfg).items():
-        section, key = name.split(".", 1)
-        tree.setdefault(section, {})[key] = list(value) if isinstance(value, tuple) else value
-    return yaml.safe_dump({node_name: {"ros__parameters": tree}}, sort_keys=False)
+def dump_ros_yaml(cfg: PipelineConfig, node_name: str = "ivfusion_node", comments: bool = True) -> str:
+    """Render ``cfg`` as a ROS 2 parameter file that :func:`load_config` reads back unchanged.
+
+    With ``comments`` every parameter is preceded by its description, range and choices, which is how
+    ``config/fusion.yaml`` documents itself.
+    """
+    flat = config_to_flat(cfg)
+    lines = [f"{node_name}:", "  ros__parameters:"]
+    section = ""
+    for spec in iter_fields():
+        sec, key = spec.name.split(".", 1)
+        if sec != section:
+            section = sec
+            if comments:
+                doc = (type(getattr(cfg, sec)).__doc__ or "").strip().splitlines()[0]
+                lines.append(f"    # --- {doc}")
+            lines.append(f"    {sec}:")
+        value = flat[spec.name]
+        text = yaml.safe_dump(list(value) if isinstance(value, tuple) else value, default_flow_style=True,
+                              width=1000).strip()
+        text = text.removesuffix("\n...").strip()
+        if comments:
+            extra = []
+            if spec.choices:
+                extra.append("one of " + ", ".join(spec.choices))
+            if spec.lo is not None or spec.hi is not None:
+                extra.append(f"range [{spec.lo}, {spec.hi}]")
+            if not spec.runtime:
+                extra.append("changing it reloads the pipeline")
+            suffix = f" ({'; '.join(extra)})" if extra else ""
+            lines.append(f"      # {spec.doc}{suffix}")
+        lines.append(f"      {key}: {text}")
+    return "\n".join(lines) + "\n"
 
 
 def _check_cross_fields(cfg: PipelineConfig) -> None:

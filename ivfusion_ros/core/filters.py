@@ -1,0 +1,66 @@
+"""Small separable image filters in torch, shared by illumination estimation and fusion.
+
+All take ``(B, C, H, W)`` tensors and keep device and dtype; borders are mirrored without repeating the edge
+pixel (``reflect``, OpenCV's ``BORDER_REFLECT_101``), so results match OpenCV references away from nothing
+but rounding. Kernels are cached per (size, device, dtype): no per-frame kernel construction.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["box_blur", "gaussian_blur", "gaussian_kernel1d", "max_filter", "min_filter", "sep_filter"]
+
+
+@functools.lru_cache(maxsize=64)
+def _kernel(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor(values, device=device, dtype=dtype)
+
+
+def gaussian_kernel1d(sigma: float, radius: int | None = None) -> tuple[float, ...]:
+    """Normalised 1-D Gaussian taps; radius defaults to ceil(3 sigma)."""
+    radius = max(1, math.ceil(3.0 * sigma)) if radius is None else radius
+    taps = [math.exp(-0.5 * (i / sigma) ** 2) for i in range(-radius, radius + 1)]
+    s = sum(taps)
+    return tuple(t / s for t in taps)
+
+
+def _pad_mode(x: torch.Tensor, r: int) -> str:
+    # reflect padding needs the padded size below the input size; tiny pyramid levels fall back to replicate
+    return "reflect" if min(x.shape[-2:]) > r else "replicate"
+
+
+def sep_filter(x: torch.Tensor, taps: tuple[float, ...]) -> torch.Tensor:
+    """Convolve every channel with ``taps`` along x then y (odd length, mirrored borders)."""
+    r = len(taps) // 2
+    b, c, h, w = x.shape
+    k = _kernel(taps, x.device, x.dtype)
+    y = x.reshape(b * c, 1, h, w)
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode=_pad_mode(y, r)), k.view(1, 1, 1, -1))
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode=_pad_mode(y, r)), k.view(1, 1, -1, 1))
+    return y.reshape(b, c, h, w)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur with standard deviation ``sigma`` pixels (radius ceil(3 sigma))."""
+    return sep_filter(x, gaussian_kernel1d(sigma))
+
+
+def box_blur(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean over a ``size`` x ``size`` window (odd ``size``), mirrored borders."""
+    return sep_filter(x, (1.0 / size,) * size)
+
+
+def max_filter(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Grey dilation with a ``size`` x ``size`` square (odd ``size``)."""
+    r = size // 2
+    return F.max_pool2d(F.pad(x, (r, r, r, r), mode="replicate"), size, stride=1)
+
+
+def min_filter(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Grey erosion with a ``size`` x ``size`` square (odd ``size``)."""
+    return -max_filter(-x, size)

@@ -1,0 +1,158 @@
+"""Scene illumination: a global level, the day / dusk / night regime, a local illumination map and glare.
+
+Why each piece exists:
+
+* the **global level** (mean RGB luminance outside glare) picks the regime; headlights in a dark street
+  must not make the scene look like day, hence glare is excluded from the mean;
+* the **regime** (``day``/``dusk``/``night`` from ``night_threshold < day_threshold``) can switch the fusion
+  variant; hysteresis keeps it from flickering when the level hovers at a threshold;
+* the **illumination map** (smoothed luminance) tells fusion where the RGB camera sees well and where it
+  is dark, region by region: a lamp-lit pavement keeps its colour while the dark verge takes thermal;
+* the **glare mask** marks saturated light sources (headlights, floodlights) large enough to matter
+  (``glare_min_area``); fusion replaces their light effect with thermal structure instead of keeping it.
+
+All maps are computed at a low resolution (about 160 px wide): illumination is smooth by nature, and that
+keeps this stage well under a millisecond. Maps are returned at that resolution; consumers resample them
+to the size they work at (:meth:`FusionContext.maps_at <ivfusion_ros.fusion.base.FusionContext.maps_at>`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+import torch.nn.functional as F
+
+from ivfusion_ros.config import IlluminationConfig
+from ivfusion_ros.core.filters import gaussian_blur, max_filter, min_filter
+
+__all__ = ["Illumination", "IlluminationEstimator", "Regime", "RegimeTracker"]
+
+#: Width of the working resolution for illumination maps.
+MAP_WIDTH = 160
+
+
+class Regime(str, Enum):
+    """Scene illumination regime."""
+
+    NIGHT = "night"
+    DUSK = "dusk"
+    DAY = "day"
+
+
+class RegimeTracker:
+    """Day / dusk / night from the global level, with hysteresis.
+
+    The regime changes only once the level has crossed a threshold by more than ``hysteresis``; a level
+    hovering at a threshold keeps the current regime. The first frame is classified by the bare thresholds.
+    """
+
+    def __init__(self, night_threshold: float, day_threshold: float, hysteresis: float) -> None:
+        self.night = night_threshold
+        self.day = day_threshold
+        self.h = hysteresis
+        self.regime: Regime | None = None
+
+    def reset(self) -> None:
+        self.regime = None
+
+    def update(self, level: float) -> Regime:
+        """Feed one frame's level; return the (possibly unchanged) regime."""
+        if self.regime is None:
+            if level < self.night:
+                self.regime = Regime.NIGHT
+            elif level > self.day:
+                self.regime = Regime.DAY
+            else:
+                self.regime = Regime.DUSK
+            return self.regime
+        lo_night, hi_night = self.night - self.h, self.night + self.h
+        lo_day, hi_day = self.day - self.h, self.day + self.h
+        if self.regime is Regime.NIGHT:
+            if level > hi_day:
+                self.regime = Regime.DAY
+            elif level > hi_night:
+                self.regime = Regime.DUSK
+        elif self.regime is Regime.DAY:
+            if level < lo_night:
+                self.regime = Regime.NIGHT
+            elif level < lo_day:
+                self.regime = Regime.DUSK
+        else:
+            if level < lo_night:
+                self.regime = Regime.NIGHT
+            elif level > hi_day:
+                self.regime = Regime.DAY
+        return self.regime
+
+
+@dataclass
+class Illumination:
+    """Illumination of one frame.
+
+    Attributes:
+        level: global level in [0, 1]: mean luminance outside glare.
+        regime: the tracked regime after this frame.
+        map: ``(B, 1, h, w)`` local illumination in [0, 1] at the working resolution.
+        glare: ``(B, 1, h, w)`` soft glare weight in [0, 1] (1 on light sources, fading over their halo).
+        glare_core: ``(B, 1, h, w)`` bool, the light-source pixels after the minimum-area filter.
+        glare_fraction: share of the image covered by glare cores.
+    """
+
+    level: float
+    regime: Regime
+    map: torch.Tensor
+    glare: torch.Tensor
+    glare_core: torch.Tensor
+    glare_fraction: float
+
+
+class IlluminationEstimator:
+    """Computes :class:`Illumination` from the RGB luminance; keeps the regime state of one stream."""
+
+    def __init__(self, cfg: IlluminationConfig) -> None:
+        self.cfg = cfg
+        self.tracker = RegimeTracker(cfg.night_threshold, cfg.day_threshold, cfg.hysteresis)
+
+    def update_config(self, cfg: IlluminationConfig) -> None:
+        """Apply new thresholds at run time, keeping the current regime."""
+        self.cfg = cfg
+        self.tracker.night, self.tracker.day, self.tracker.h = (
+            cfg.night_threshold, cfg.day_threshold, cfg.hysteresis)
+
+    def reset(self) -> None:
+        self.tracker.reset()
+
+    def __call__(self, y: torch.Tensor) -> Illumination:
+        """Estimate illumination from luminance ``y``: ``(B, 1, H, W)`` in [0, 1]."""
+        cfg = self.cfg
+        _, _, h, w = y.shape
+        f = max(1, round(w / MAP_WIDTH))
+        mean = F.avg_pool2d(y, f, stride=f, ceil_mode=True) if f > 1 else y
+        peak = F.max_pool2d(y, f, stride=f, ceil_mode=True) if f > 1 else y
+        hs, ws = mean.shape[-2:]
+
+        core = (peak >= cfg.glare_threshold).to(y.dtype)
+        # Minimum area as an opening: a blob survives when it contains a square of the minimum area.
+        side = math.sqrt(cfg.glare_min_area * hs * ws)
+        k = 2 * int(side / 2) + 1
+        if k >= 3:
+            core = max_filter(min_filter(core, k), k)
+        glare_fraction = float(core.mean()) if f == 1 else float(
+            ((y >= cfg.glare_threshold) & (F.interpolate(core, size=(h, w), mode="nearest") > 0))
+            .float().mean()
+        )
+        # Soft weight: the cores dilated by their own size plus a halo, then blurred, so the bloom around a
+        # headlight is treated as glare too while the weight falls off smoothly (no seams in the fusion).
+        halo = 2 * max(k, 3) + 1
+        sigma = max(1.0, cfg.map_scale * ws)
+        glare = torch.maximum(core, gaussian_blur(max_filter(core, halo), sigma).mul_(1.5).clamp_(0.0, 1.0))
+
+        outside = 1.0 - core
+        n = float(outside.sum())
+        level = float((mean * outside).sum()) / n if n > 0 else 1.0
+        illum = gaussian_blur(mean, sigma).clamp_(0.0, 1.0)
+        regime = self.tracker.update(level)
+        return Illumination(level, regime, illum, glare, core > 0, glare_fraction)

@@ -1,0 +1,98 @@
+"""What every fusion variant receives and returns.
+
+A fuser takes the registered thermal image and the visible image (same size, same device) plus the
+frame's illumination and returns the fused RGB image. Most variants fuse luminance only and restore the
+visible chroma (:class:`LuminanceFuser`), as the fusion literature does.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from ivfusion_ros.config import FusionConfig
+from ivfusion_ros.core.color import rgb_to_ycrcb, ycrcb_to_rgb
+
+__all__ = ["Fuser", "FusionContext", "LuminanceFuser"]
+
+
+@dataclass
+class FusionContext:
+    """Per-frame side information for fusion.
+
+    Attributes:
+        illumination: ``(B, 1, h, w)`` local illumination in [0, 1] (low resolution).
+        glare: ``(B, 1, h, w)`` soft glare weight in [0, 1] (low resolution).
+        level: global illumination level in [0, 1].
+        regime: ``"day"``, ``"dusk"`` or ``"night"``.
+    """
+
+    illumination: torch.Tensor
+    glare: torch.Tensor
+    level: float = 0.5
+    regime: str = "dusk"
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def maps_at(self, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Illumination and glare resampled (bilinear) to ``size = (H, W)``; cached per size."""
+        if size not in self._cache:
+            both = torch.cat((self.illumination, self.glare), dim=1)
+            if tuple(both.shape[-2:]) != tuple(size):
+                both = F.interpolate(both, size=size, mode="bilinear", align_corners=False)
+            self._cache[size] = (both[:, 0:1], both[:, 1:2])
+        return self._cache[size]
+
+    @classmethod
+    def uniform(cls, like: torch.Tensor, illumination: float = 0.5, glare: float = 0.0) -> FusionContext:
+        """A context with constant maps (for tests and for callers without illumination estimation)."""
+        b = like.shape[0]
+        ones = like.new_ones((b, 1, 8, 8))
+        return cls(ones * illumination, ones * glare, illumination)
+
+
+class Fuser(ABC):
+    """A fusion variant. Construct through :func:`ivfusion_ros.fusion.create_fuser`."""
+
+    #: registry name, set by the registry decorator
+    name: ClassVar[str] = ""
+
+    def __init__(self, cfg: FusionConfig, device: torch.device) -> None:
+        self.cfg = cfg
+        self.device = device
+
+    def update_config(self, cfg: FusionConfig) -> None:
+        """Take new run-time parameters (weights, gains); structural ones need a new fuser."""
+        self.cfg = cfg
+
+    @abstractmethod
+    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, ctx: FusionContext) -> torch.Tensor:
+        """Fuse one batch.
+
+        Args:
+            ir: ``(B, 1, H, W)`` registered thermal intensity in [0, 1].
+            vis: ``(B, 3, H, W)`` visible RGB in [0, 1].
+            ctx: illumination of the frame.
+
+        Returns:
+            ``(B, 3, H, W)`` fused RGB in [0, 1].
+        """
+
+    def describe(self) -> str:
+        return self.name
+
+
+class LuminanceFuser(Fuser):
+    """Fuses thermal with the visible luminance and restores the visible chroma."""
+
+    @abstractmethod
+    def fuse_luma(self, ir: torch.Tensor, vis_y: torch.Tensor, ctx: FusionContext) -> torch.Tensor:
+        """``(B, 1, H, W)`` thermal and visible Y in [0, 1] -> fused Y ``(B, 1, H, W)`` in [0, 1]."""
+
+    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, ctx: FusionContext) -> torch.Tensor:
+        ycc = rgb_to_ycrcb(vis)
+        y = self.fuse_luma(ir, ycc[:, 0:1], ctx)
+        return ycrcb_to_rgb(torch.cat((y, ycc[:, 1:3]), dim=1))

@@ -1,0 +1,271 @@
+"""The one pipeline every front end runs: the ROS node, ``ivfusion`` commands and the bag replay.
+
+``Pipeline(config).process(thermal, rgb, stamp)`` decodes both images, registers thermal onto the RGB
+grid, estimates illumination, fuses with the variant of the current regime, detects, and returns a
+:class:`Result` with per-stage timings. Models load once in the constructor; run-time parameter changes
+go through :meth:`Pipeline.update_config`, which patches what can be patched and rebuilds the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ivfusion_ros.config import PipelineConfig, config_to_flat, iter_fields
+from ivfusion_ros.core.frames import ThermalNormalizer, decode_rgb
+from ivfusion_ros.core.illumination import IlluminationEstimator, Regime
+from ivfusion_ros.core.registration import Registration
+from ivfusion_ros.core.timing import StageTimer
+from ivfusion_ros.detect.base import Detections, Detector
+from ivfusion_ros.detect.registry import create_detector
+from ivfusion_ros.errors import InputError
+from ivfusion_ros.fusion.base import Fuser, FusionContext
+from ivfusion_ros.fusion.registry import create_fuser
+from ivfusion_ros.runtime.device import resolve_device
+
+__all__ = ["STAGES", "Pipeline", "Result"]
+
+_log = logging.getLogger(__name__)
+
+#: Stage names in processing order, as they appear in ``Result.timings``.
+STAGES = ("preprocess", "register", "illumination", "fuse", "detect", "postprocess")
+
+_DTYPE_TO_THERMAL_ENCODING = {np.dtype(np.uint8): "mono8", np.dtype(np.uint16): "mono16",
+                              np.dtype(np.float32): "32FC1"}
+
+
+@dataclass
+class Result:
+    """Output of one processed pair.
+
+    Attributes:
+        stamp: time stamp of the pair (seconds), passed through.
+        fused: ``(H, W, 3)`` uint8 RGB fused image in the output frame.
+        detections: detections in ``fused`` pixel coordinates.
+        variant: the fusion variant that ran (depends on the regime when per-regime variants are set).
+        regime: ``"day"``, ``"dusk"`` or ``"night"``.
+        illumination: global illumination level in [0, 1].
+        glare_fraction: share of the image covered by glare.
+        timings: milliseconds per stage (see :data:`STAGES`).
+        thermal: ``(H, W)`` uint8 registered thermal, when asked for (``keep_inputs=True``).
+        rgb: ``(H, W, 3)`` uint8 RGB at the output size, when asked for.
+    """
+
+    stamp: float
+    fused: np.ndarray
+    detections: Detections
+    variant: str
+    regime: str
+    illumination: float
+    glare_fraction: float
+    timings: dict[str, float] = field(default_factory=dict)
+    thermal: np.ndarray | None = None
+    rgb: np.ndarray | None = None
+
+    @property
+    def latency_ms(self) -> float:
+        return sum(self.timings.values())
+
+    def summary(self) -> dict:
+        """JSON-ready summary without the images."""
+        return {
+            "stamp": self.stamp,
+            "variant": self.variant,
+            "regime": self.regime,
+            "illumination": round(self.illumination, 4),
+            "glare_fraction": round(self.glare_fraction, 5),
+            "detections": self.detections.to_dicts(),
+            "timings_ms": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def _to_tensor_rgb(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 ``(H, W, 3)`` -> float ``(1, 3, H, W)`` in [0, 1] on ``device`` (one host->device copy)."""
+    t = torch.from_numpy(rgb).to(device, non_blocking=True)
+    return t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+
+
+def _to_uint8(img: torch.Tensor) -> np.ndarray:
+    """float ``(1, C, H, W)`` in [0, 1] -> uint8 ``(H, W, C)`` or ``(H, W)`` on the host."""
+    out = img[0].mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return out[:, :, 0] if out.shape[2] == 1 else out
+
+
+class Pipeline:
+    """Thermal + RGB -> fused image + detections. Not thread-safe: one instance per stream.
+
+    Args:
+        config: the configuration (defaults when ``None``).
+        detector: an already built detector to use instead of the one ``config.detector`` describes
+            (tests, or a torch detector the caller owns).
+    """
+
+    def __init__(self, config: PipelineConfig | None = None, *, detector: Detector | None = None) -> None:
+        self.config = config or PipelineConfig()
+        cfg = self.config
+        self.device = resolve_device(cfg.runtime.device)
+        if cfg.runtime.threads > 0:
+            torch.set_num_threads(cfg.runtime.threads)
+        self.thermal = ThermalNormalizer(cfg.thermal)
+        self.registration = self._make_registration(cfg)
+        self.illumination = IlluminationEstimator(cfg.illumination)
+        self.fusers: dict[str, Fuser] = {}
+        for name in self._variant_names(cfg):
+            self.fusers[name] = create_fuser(name, cfg.fusion, self.device)
+        self.detector = detector if detector is not None else create_detector(
+            cfg.detector, device=self.device.type, threads=cfg.runtime.threads)
+        self.timer = StageTimer(self.device)
+        self.frames = 0
+
+    @staticmethod
+    def _make_registration(cfg: PipelineConfig) -> Registration:
+        reg = cfg.registration
+        return Registration(reg.homography, (reg.output_width, reg.output_height))
+
+    @staticmethod
+    def _variant_names(cfg: PipelineConfig) -> list[str]:
+        names = [cfg.fusion.variant, cfg.fusion.variant_day, cfg.fusion.variant_night]
+        return list(dict.fromkeys(n for n in names if n))
+
+    def variant_for(self, regime: Regime | str) -> str:
+        """The variant that runs in ``regime``."""
+        f = self.config.fusion
+        regime = Regime(regime)
+        if regime is Regime.DAY and f.variant_day:
+            return f.variant_day
+        if regime is Regime.NIGHT and f.variant_night:
+            return f.variant_night
+        return f.variant
+
+    def describe(self) -> str:
+        """One line for logs and the status message."""
+        return (f"variants={','.join(self.fusers)} detector={self.detector.describe()} "
+                f"device={self.device}")
+
+    # ------------------------------------------------------------------ configuration at run time
+    def update_config(self, new: PipelineConfig) -> list[str]:
+        """Apply a new configuration between frames.
+
+        Parameters marked run-time in the schema (thresholds, weights, gains) are patched in place and
+        keep state such as the regime and the AGC range; anything else (variant, model, device,
+        homography, ...) rebuilds the affected parts. Building happens before anything is replaced, so a
+        failing rebuild (e.g. a missing model) raises and leaves the pipeline as it was.
+
+        Returns:
+            the dotted names of the parameters that changed.
+        """
+        old_flat, new_flat = config_to_flat(self.config), config_to_flat(new)
+        changed = [k for k in new_flat if new_flat[k] != old_flat[k]]
+        if not changed:
+            return []
+        structural = {s.name for s in iter_fields() if not s.runtime} & set(changed)
+        sections = {name.split(".")[0] for name in structural}
+        fusers, detector, device = self.fusers, self.detector, self.device
+        if "runtime" in sections:
+            device = resolve_device(new.runtime.device)
+        if "runtime" in sections or "fusion" in sections:
+            fusers = {n: create_fuser(n, new.fusion, device) for n in self._variant_names(new)}
+        if "runtime" in sections or "detector" in sections:
+            detector = create_detector(new.detector, device=device.type, threads=new.runtime.threads)
+        registration = self._make_registration(new) if "registration" in sections else self.registration
+        # nothing above raised: commit
+        self.config, self.device, self.fusers, self.detector = new, device, fusers, detector
+        self.registration = registration
+        self.timer = StageTimer(device)
+        for fuser in self.fusers.values():
+            fuser.update_config(new.fusion)
+        self.illumination.update_config(new.illumination)
+        self.thermal.cfg = new.thermal
+        if hasattr(self.detector, "update_config"):
+            self.detector.update_config(new.detector)
+        return changed
+
+    def reset(self) -> None:
+        """Forget per-stream state (regime, AGC range), e.g. after a camera restart or a bag seek."""
+        self.illumination.reset()
+        self.thermal.reset()
+
+    # ------------------------------------------------------------------ processing
+    @torch.inference_mode()
+    def process(
+        self,
+        thermal: np.ndarray,
+        rgb: np.ndarray,
+        stamp: float = 0.0,
+        *,
+        thermal_encoding: str | None = None,
+        rgb_encoding: str = "rgb8",
+        keep_inputs: bool = False,
+    ) -> Result:
+        """Fuse and detect one registered-in-time pair.
+
+        Args:
+            thermal: thermal image as its camera delivers it (uint8, uint16 or float32; see
+                :data:`~ivfusion_ros.core.frames.THERMAL_ENCODINGS`).
+            rgb: visible image, ``(H, W, 3)`` uint8 in ``rgb_encoding`` (or ``(H, W)`` for mono8).
+            stamp: time stamp of the pair, passed through to the result.
+            thermal_encoding: ROS encoding of ``thermal``; ``None`` infers it from the dtype.
+            rgb_encoding: ROS encoding of ``rgb``.
+            keep_inputs: also return the registered thermal and the RGB image (for strips and metrics).
+
+        Raises:
+            InputError: an image cannot be decoded (the message says why; ``err.reason`` is the drop key).
+        """
+        timer = self.timer
+        timer.reset()
+        with timer.stage("preprocess"):
+            if thermal_encoding is None:
+                thermal_encoding = _DTYPE_TO_THERMAL_ENCODING.get(getattr(thermal, "dtype", None), "")
+                if not thermal_encoding:
+                    raise InputError(f"thermal image: cannot infer an encoding from dtype "
+                                     f"{getattr(thermal, 'dtype', type(thermal).__name__)}",
+                                     reason="bad_encoding")
+            th = self.thermal(thermal, thermal_encoding)
+            vis = decode_rgb(rgb, rgb_encoding)
+            rgb_wh = (vis.shape[1], vis.shape[0])
+            out_wh = self.registration.output_size(rgb_wh)
+            vis_t = _to_tensor_rgb(vis, self.device)
+            if out_wh != rgb_wh:
+                vis_t = torch.nn.functional.interpolate(vis_t, size=(out_wh[1], out_wh[0]), mode="bilinear",
+                                                        align_corners=False, antialias=True)
+            ir_t = torch.from_numpy(th).to(self.device, non_blocking=True)[None, None]
+        with timer.stage("register"):
+            ir_t = self.registration.warp(ir_t, rgb_wh)
+        with timer.stage("illumination"):
+            y = (0.299 * vis_t[:, 0:1] + 0.587 * vis_t[:, 1:2] + 0.114 * vis_t[:, 2:3])
+            ill = self.illumination(y)
+            variant = self.variant_for(ill.regime)
+            ctx = FusionContext(ill.map, ill.glare, ill.level, ill.regime.value)
+        with timer.stage("fuse"):
+            fused_t = self.fusers[variant].fuse(ir_t, vis_t, ctx)
+        with timer.stage("postprocess"):
+            fused = _to_uint8(fused_t)
+            ir_u8 = _to_uint8(ir_t) if keep_inputs or self.config.detector.input == "thermal" else None
+            vis_u8 = _to_uint8(vis_t) if out_wh != rgb_wh else vis
+        with timer.stage("detect"):
+            source = self.config.detector.input
+            if source == "fused":
+                det_img = fused
+            elif source == "rgb":
+                det_img = vis_u8
+            else:
+                assert ir_u8 is not None
+                det_img = np.repeat(ir_u8[:, :, None], 3, axis=2)
+            detections = self.detector.detect(det_img)
+        self.frames += 1
+        return Result(
+            stamp=stamp,
+            fused=fused,
+            detections=detections,
+            variant=variant,
+            regime=ill.regime.value,
+            illumination=ill.level,
+            glare_fraction=ill.glare_fraction,
+            timings=dict(timer.ms),
+            thermal=ir_u8 if keep_inputs else None,
+            rgb=vis_u8 if keep_inputs else None,
+        )
+

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ivfusion_ros.config import IlluminationConfig
+from ivfusion_ros.core.illumination import IlluminationEstimator, Regime, RegimeTracker
+
+
+def test_regimes_from_thresholds() -> None:
+    for level, regime in [(0.05, Regime.NIGHT), (0.25, Regime.DUSK), (0.6, Regime.DAY)]:
+        assert RegimeTracker(0.18, 0.35, 0.03).update(level) is regime
+
+
+def test_hysteresis_prevents_flicker() -> None:
+    tr = RegimeTracker(0.18, 0.35, 0.03)
+    assert tr.update(0.17) is Regime.NIGHT
+    # hovering around the night threshold, within the margin: stays night
+    for level in (0.19, 0.17, 0.20, 0.18, 0.205):
+        assert tr.update(level) is Regime.NIGHT
+    assert tr.update(0.22) is Regime.DUSK  # crossed 0.18 + 0.03
+    for level in (0.17, 0.16, 0.19):
+        assert tr.update(level) is Regime.DUSK
+    assert tr.update(0.14) is Regime.NIGHT  # crossed 0.18 - 0.03
+    assert tr.update(0.9) is Regime.DAY  # a jump crosses both thresholds at once
+    assert tr.update(0.33) is Regime.DAY
+    assert tr.update(0.31) is Regime.DUSK
+
+
+def test_zero_hysteresis_switches_immediately() -> None:
+    tr = RegimeTracker(0.2, 0.4, 0.0)
+    assert [tr.update(v).value for v in (0.1, 0.21, 0.19, 0.41)] == ["night", "dusk", "night", "day"]
+
+
+def _scene(level: float, lamp: tuple[int, int, int] | None = None, h: int = 240, w: int = 320) -> torch.Tensor:
+    y = torch.full((1, 1, h, w), level)
+    if lamp is not None:
+        cy, cx, r = lamp
+        yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        y[0, 0][(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 1.0
+    return y
+
+
+def test_glare_mask_finds_a_headlight_but_not_speckles() -> None:
+    cfg = IlluminationConfig(glare_threshold=0.9, glare_min_area=0.002)
+    y = _scene(0.05, lamp=(60, 200, 14))
+    y[0, 0, 200, 40] = 1.0  # a single saturated pixel (specular speckle)
+    y[0, 0, 150:152, 100:102] = 1.0  # a 2x2 speckle
+    ill = IlluminationEstimator(cfg)(y)
+    area = 3.14159 * 14 * 14 / (240 * 320)
+    assert ill.glare_fraction == pytest.approx(area, rel=0.3)
+    g = torch.nn.functional.interpolate(ill.glare, size=(240, 320), mode="bilinear")[0, 0]
+    assert g[60, 200] > 0.9  # on the headlight
+    assert g[200, 40] < 0.05 and g[150, 100] < 0.05  # speckles are not glare
+    assert g[230, 10] < 0.01  # far away
+
+
+def test_glare_is_excluded_from_the_level() -> None:
+    est = IlluminationEstimator(IlluminationConfig())
+    dark = est(_scene(0.05))
+    with_lights = IlluminationEstimator(IlluminationConfig())(_scene(0.05, lamp=(60, 200, 40)))
+    assert dark.regime is Regime.NIGHT and with_lights.regime is Regime.NIGHT
+    assert with_lights.level == pytest.approx(dark.level, abs=0.02)
+    assert with_lights.glare_fraction > 0.05
+
+
+def test_illumination_map_is_local() -> None:
+    y = _scene(0.05)
+    y[..., 160:] = 0.5  # level (0.05 + 0.5) / 2: dusk
+    ill = IlluminationEstimator(IlluminationConfig())(y)
+    m = ill.map[0, 0]
+    w = m.shape[1]
+    assert m[:, : w // 4].mean() < 0.1 and m[:, -w // 4:].mean() > 0.45
+    assert ill.regime is Regime.DUSK
+
+
+def test_run_time_threshold_change_keeps_state() -> None:
+    est = IlluminationEstimator(IlluminationConfig(night_threshold=0.1, day_threshold=0.3))
+    assert est(_scene(0.2)).regime is Regime.DUSK
+    est.update_config(IlluminationConfig(night_threshold=0.25, day_threshold=0.5, hysteresis=0.0))
+    assert est(_scene(0.2)).regime is Regime.NIGHT

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from reference_adaptive import adaptive_reference
+
+from ivfusion_ros.config import FusionConfig, IlluminationConfig
+from ivfusion_ros.core.illumination import IlluminationEstimator
+from ivfusion_ros.fusion import FusionContext, create_fuser
+from ivfusion_ros.fusion.adaptive import normalize_light
+from ivfusion_ros.fusion.pyramid import laplacian_pyramid, reconstruct
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (101, 77), (9, 13)])
+def test_pyramid_reconstructs_exactly(shape) -> None:
+    x = torch.rand(2, 1, *shape)
+    np.testing.assert_allclose(reconstruct(laplacian_pyramid(x, 5)), x, atol=1e-5)
+
+
+def _inputs(night_pair):
+    thermal, rgb = night_pair
+    ir = torch.from_numpy(thermal).float()[None, None] / 255
+    vis = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+    y = 0.299 * vis[:, 0:1] + 0.587 * vis[:, 1:2] + 0.114 * vis[:, 2:3]
+    ill = IlluminationEstimator(IlluminationConfig())(y)
+    return ir, vis, y, FusionContext(ill.map, ill.glare, ill.level, ill.regime.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"levels": 2, "light_normalization": 0.0}, {"detail_gain": 1.5, "glare_suppression": 0.3}],
+)
+def test_torch_matches_numpy_reference(night_pair, overrides) -> None:
+    ir, _, y, ctx = _inputs(night_pair)
+    cfg = dataclasses.replace(FusionConfig(), **overrides)
+    fuser = create_fuser("adaptive", cfg)
+    got = fuser.fuse_luma(ir, y, ctx)[0, 0].numpy()
+    ref = adaptive_reference(ir[0, 0].numpy(), y[0, 0].numpy(), ctx.illumination[0, 0].numpy(),
+                             ctx.glare[0, 0].numpy(), cfg)
+    np.testing.assert_allclose(got, ref, atol=2e-4)
+
+
+def test_dark_regions_take_thermal_and_lit_regions_keep_visible(night_pair) -> None:
+    ir, vis, y, ctx = _inputs(night_pair)
+    out = create_fuser("adaptive").fuse_luma(ir, y, ctx)[0, 0]
+    # the warm figure stands in the dark half: visible there, though the RGB camera shows nothing
+    figure, around = out[50:90, 34:46].mean(), out[50:90, 60:90].mean()
+    assert y[0, 0, 50:90, 34:46].mean() < 0.06
+    assert figure - around > 0.3
+    # in the lit half the visible luminance dominates: the result stays close to it
+    lit = (slice(80, 120), slice(105, 160))
+    assert abs(float(out[lit].mean() - y[0, 0][lit].mean())) < abs(float(out[lit].mean() - ir[0, 0][lit].mean()))
+
+
+def test_glare_is_suppressed(night_pair) -> None:
+    ir, _, y, ctx = _inputs(night_pair)
+    core = (slice(26, 34), slice(126, 134))
+    assert y[0, 0][core].mean() > 0.95
+    out = create_fuser("adaptive").fuse_luma(ir, y, ctx)[0, 0]
+    no_suppr = create_fuser("adaptive", glare_suppression=0.0).fuse_luma(ir, y, ctx)[0, 0]
+    assert out[core].mean() < 0.7
+    assert out[core].mean() < no_suppr[core].mean() - 0.2
+
+
+def test_normalize_light_lifts_dark_and_compresses_bright() -> None:
+    x = torch.linspace(0, 1, 101)
+    y = normalize_light(x, 0.5)
+    assert torch.all(y[1:50] > x[1:50]) and torch.all(y[51:100] < x[51:100])
+    assert torch.all(torch.diff(normalize_light(x, 1.0)) >= 0)  # monotone at full strength
+    assert torch.equal(normalize_light(x, 0.0), x)
+
+
+def test_output_range_shape_and_chroma(night_pair) -> None:
+    ir, vis, _, ctx = _inputs(night_pair)
+    out = create_fuser("adaptive").fuse(ir, vis, ctx)
+    assert out.shape == vis.shape and out.dtype == torch.float32
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+
+
+def test_uniform_context_and_batches() -> None:
+    ir, vis = torch.rand(2, 1, 33, 47), torch.rand(2, 3, 33, 47)
+    out = create_fuser("adaptive").fuse(ir, vis, FusionContext.uniform(ir, 0.1))
+    assert out.shape == (2, 3, 33, 47)
