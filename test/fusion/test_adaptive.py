@@ -44,7 +44,7 @@ def test_torch_matches_numpy_reference(night_pair, overrides) -> None:
 
 
 def test_dark_regions_take_thermal_and_lit_regions_keep_visible(night_pair) -> None:
-    ir, vis, y, ctx = _inputs(night_pair)
+    ir, _vis, y, ctx = _inputs(night_pair)
     out = create_fuser("adaptive").fuse_luma(ir, y, ctx)[0, 0]
     # the warm figure stands in the dark half: visible there, though the RGB camera shows nothing
     figure, around = out[50:90, 34:46].mean(), out[50:90, 60:90].mean()
