@@ -1,0 +1,94 @@
+"""``ivfusion bench``: per-stage latency of the pipeline, as medians and percentiles over many frames.
+
+Timings on shared machines are noisy: read the medians, and compare cases measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from ivfusion_ros.config import PipelineConfig, update_config
+from ivfusion_ros.demo.scene import NightStreetScene
+from ivfusion_ros.errors import ConfigError
+from ivfusion_ros.pipeline import STAGES, Pipeline
+
+__all__ = ["bench_case", "run_bench"]
+
+WARMUP = 5
+DISTINCT_FRAMES = 8  # rendered once and cycled, so rendering is not timed
+
+
+def _parse_size(size: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--size expects WxH, e.g. 640x512, got {size!r}") from None
+    if w < 64 or h < 64:
+        raise ConfigError(f"--size {size}: each side must be at least 64 px")
+    return w, h
+
+
+def _detector_overrides(det: str) -> dict:
+    if det in ("hog", "none"):
+        return {"detector.type": det}
+    return {"detector.type": "yolo", "detector.model": det}
+
+
+def bench_case(frames: list, cfg: PipelineConfig, n: int) -> dict:
+    """Run ``WARMUP + n`` frames; return per-stage median / p90 / p99 and the end-to-end figures (ms)."""
+    pipe = Pipeline(cfg)
+    samples: dict[str, list[float]] = {s: [] for s in STAGES}
+    totals = []
+    for i in range(WARMUP + n):
+        f = frames[i % len(frames)]
+        res = pipe.process(f.thermal, f.rgb, f.stamp, thermal_encoding="mono16")
+        if i >= WARMUP:
+            for s in STAGES:
+                samples[s].append(res.timings.get(s, 0.0))
+            totals.append(res.latency_ms)
+
+    def stats(v: list[float]) -> dict:
+        a = np.asarray(v)
+        return {"p50": round(float(np.median(a)), 3), "p90": round(float(np.percentile(a, 90)), 3),
+                "p99": round(float(np.percentile(a, 99)), 3)}
+
+    total = stats(totals)
+    return {"stages": {s: stats(v) for s, v in samples.items()}, "total": total,
+            "fps_at_p50": round(1000.0 / total["p50"], 1) if total["p50"] > 0 else None,
+            "pipeline": pipe.describe()}
+
+
+def run_bench(n: int, size: str, variants: str, detectors: str, device: str, json_out: Path | None) -> dict:
+    w, h = _parse_size(size)
+    scene = NightStreetScene(width=w, height=h, num_frames=DISTINCT_FRAMES, seed=0)
+    frames = [scene.frame(i) for i in range(DISTINCT_FRAMES)]
+    base = update_config(PipelineConfig(), **{"registration.homography": list(scene.homography_tuple),
+                                              "runtime.device": device})
+    cases = []
+    for v in [s for s in variants.split(",") if s]:
+        for d in [s for s in detectors.split(",") if s]:
+            cfg = update_config(base, **{"fusion.variant": v, **_detector_overrides(d)})
+            r = bench_case(frames, cfg, n)
+            cases.append({"variant": v, "detector": d, **r})
+    table = Table("variant", "detector", *STAGES, "total p50", "total p90", "fps", title=f"median ms/frame at {w}x{h}")
+    for c in cases:
+        table.add_row(c["variant"], Path(c["detector"]).name, *(f"{c['stages'][s]['p50']:.2f}" for s in STAGES),
+                      f"{c['total']['p50']:.2f}", f"{c['total']['p90']:.2f}", f"{c['fps_at_p50']}")
+    Console().print(table)
+    report = {
+        "size": [w, h], "frames": n, "warmup": WARMUP, "device": device,
+        "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                    "cpu_threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()},
+        "cases": cases,
+    }
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2))
+    return report
