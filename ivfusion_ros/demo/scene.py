@@ -99,8 +99,13 @@ class SceneFrame:
         class_ids: ``(N,)`` int64 indices into ``class_names``.
         class_names: :data:`CLASS_NAMES`.
         visible_in_rgb: ``(N,)`` bool: whether the object stands out from what is behind it in the RGB
-            image (noise-free contrast of at least 5 % of full scale after glare). Dark pedestrians are
-            False; a lit one or the car with its headlights are True.
+            image (noise-free mean display-luma difference over its silhouette of at least 5 % of full
+            scale, glare included). Dark pedestrians are False, the one at the lamp mostly True; the
+            small distant car is False because its own glare swamps it.
+        light_sources: ``(K, 2)`` float32 ``x, y`` RGB pixel positions of the headlights (the glare
+            sources), for checking glare handling.
+
+    Objects are sorted by ``x1`` (left to right).
     """
 
     index: int
@@ -111,6 +116,7 @@ class SceneFrame:
     class_ids: np.ndarray
     class_names: tuple[str, ...] = CLASS_NAMES
     visible_in_rgb: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
+    light_sources: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
 
     def gt_detections(self) -> Detections:
         """The ground truth as :class:`Detections` (score 1), e.g. for drawing or evaluation."""
@@ -290,6 +296,9 @@ class NightStreetScene:
             ids.append(cls)
             visible.append(self._visible(lin, glare, sl, alpha, before))
         order = np.argsort(np.asarray([b[0] for b in boxes]), kind="stable") if boxes else []
+        m = self._margin
+        lights = [(u - m, v - m) for u, v in self._headlights(car_state)]
+        lights = [(x, y) for x, y in lights if 0 <= x < self.width and 0 <= y < self.height]
         return SceneFrame(
             index=i,
             stamp=t,
@@ -299,6 +308,7 @@ class NightStreetScene:
             class_ids=np.asarray([ids[k] for k in order], np.int64),
             class_names=CLASS_NAMES,
             visible_in_rgb=np.asarray([visible[k] for k in order], bool),
+            light_sources=np.asarray(lights, np.float32).reshape(-1, 2),
         )
 
     # ------------------------------------------------------------------ layout
@@ -579,13 +589,17 @@ class NightStreetScene:
                 g = g * np.exp(-np.abs(dx) / (110 * s))
                 out[sl] += g[..., None] * rgb
 
+    def _headlights(self, car: tuple[float, float]) -> list[tuple[float, float]]:
+        """Canvas pixel positions of the two headlights."""
+        cx, cz = car
+        return [self._project(cx + off, 0.62, cz) for off in (-0.64, 0.64)]
+
     def _glare(self, car: tuple[float, float]) -> np.ndarray:
         """Canvas-sized linear RGB glare of all lights this frame: headlights, ghosts, static lights."""
         glare = self._static_glare.copy()
-        cx, cz = car
-        gain = min(1.6, 16.0 / cz) ** 1.0
-        for off in (-0.64, 0.64):
-            u, v = self._project(cx + off, 0.62, cz)
+        cz = car[1]
+        gain = min(1.6, 16.0 / cz)
+        for u, v in self._headlights(car):
             core = max(3.0, 0.11 * self._f / cz)
             self._add_glow(glare, u, v, gain, _HEADLIGHT_RGB, core=core, streak=0.8, spikes=True)
             # Lens ghosts: faint discs mirrored through the optical centre.
