@@ -47,7 +47,7 @@ def _as_rgb8(img: np.ndarray, what: str) -> np.ndarray:
     if arr.ndim == 2:
         return np.ascontiguousarray(np.repeat(arr[..., None], 3, axis=2))
     if arr.ndim == 3 and arr.shape[2] in (3, 4):
-        return np.ascontiguousarray(arr[..., :3])
+        return np.array(arr[..., :3], order="C", copy=True)  # always a copy: we draw on it
     raise InputError(f"{what}: expected an (H, W) or (H, W, 3) image, got shape {arr.shape}",
                      reason="bad_shape")
 
@@ -105,14 +105,14 @@ def draw_detections(
     if gt_boxes is not None:
         for x1, y1, x2, y2 in np.asarray(gt_boxes, np.float64).reshape(-1, 4).tolist():
             cv2.rectangle(out, (round(x1), round(y1)), (round(x2) - 1, round(y2) - 1), gt_color,
-                          max(1, thick // 2), cv2.LINE_AA)
+                          max(1, thick // 2), cv2.LINE_8)
     names = detections.names()
     boxes = np.asarray(detections.boxes, np.float64).reshape(-1, 4).tolist()  # Python floats for round()
     rows = zip(boxes, detections.scores.tolist(), detections.class_ids.tolist(), names, strict=True)
     for box, score, cid, name in rows:
         c = color if color is not None else class_color(cid)
         x1, y1, x2, y2 = (round(v) for v in box)
-        cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), c, thick, cv2.LINE_AA)
+        cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), c, thick, cv2.LINE_8)  # crisp, exact colour
         _put_label(out, f"{name} {score:.2f}", x1, y1, c, scale, max(1, thick // 2 + (thick > 1)))
     return out
 
