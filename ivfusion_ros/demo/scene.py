@@ -167,6 +167,11 @@ class _Car:
     albedo: np.ndarray  # (3,) body paint
 
 
+#: What drawing one object returns: (class id, GT box in RGB pixels or None when out of view, canvas
+#: slices, alpha there, linear radiance there before the object was drawn).
+_Drawn = tuple[int, "np.ndarray | None", tuple[slice, slice], np.ndarray, np.ndarray]
+
+
 def _as_homography(h: np.ndarray | Sequence[float]) -> np.ndarray:
     """Validate a 3x3 / 9-number homography and return it as float64 (3, 3) with ``h[2, 2] == 1``."""
     try:
@@ -202,10 +207,12 @@ class NightStreetScene:
             pixels of the chosen size; the default is meant for 640x512.
 
     Raises:
-        ConfigError: a size below 64x64, ``num_frames < 1``, ``fps <= 0`` or a singular homography.
+        ConfigError: a size below 64x64, ``num_frames < 1``, ``fps <= 0``, a negative seed or a
+            singular homography.
 
-    The static background (about 0.3 s at 640x512) is rendered on construction; ``frame(i)`` renders
-    the moving objects, glare and sensor noise.
+    The static background is rendered on construction (about 0.5 s at 640x512 on one laptop core);
+    ``frame(i)`` renders the moving objects, glare and sensor noise (about 0.1 s) and does not depend
+    on which frames were rendered before.
     """
 
     def __init__(
@@ -223,6 +230,8 @@ class NightStreetScene:
             raise ConfigError(f"num_frames must be >= 1, got {num_frames}")
         if not (math.isfinite(fps) and fps > 0):
             raise ConfigError(f"fps must be > 0, got {fps}")
+        if int(seed) < 0:
+            raise ConfigError(f"seed must be >= 0, got {seed}")
         self.width, self.height = int(width), int(height)
         self.num_frames, self.fps, self.seed = int(num_frames), float(fps), int(seed)
         self._h = _as_homography(homography)
@@ -276,7 +285,7 @@ class NightStreetScene:
         car_state = self._car_pose(t)
         self._add_headlight_light(lin, car_state)
 
-        objects: list[tuple[int, np.ndarray, tuple[slice, slice], np.ndarray, np.ndarray]] = []
+        objects: list[_Drawn] = []
         # Painter's order: farthest first. The car is behind every pedestrian in this layout.
         objects.append(self._draw_car(temp, lin, car_state))
         walkers = sorted(self._walkers, key=lambda wk: -wk.pose(t)[1])
@@ -316,8 +325,10 @@ class NightStreetScene:
         """Place the pedestrians, the car, the buildings; everything jittered a little by the seed.
 
         The nominal layout keeps every pedestrian clear of the others and of the headlight cores over the
-        default 2.4 s: B walks away on the left, A crosses from the right towards the middle, C walks
-        towards the camera on the right sidewalk at the edge of the lamp's pool of light.
+        default 2.4 s: B walks away from the camera on the left, A crosses the lane from the right
+        towards the middle, slightly diagonally (a three-quarter view: a pure side view loses the
+        legs when they cross), C walks towards the camera on the right sidewalk at the edge of the
+        lamp's pool of light.
         """
 
         def j(s: float) -> float:
@@ -690,7 +701,7 @@ class NightStreetScene:
         return (e[:, None] * _HEADLIGHT_RGB).astype(np.float32)
 
     def _draw_walker(self, temp: np.ndarray, lin: np.ndarray, wk: _Walker, t: float,
-                     car: tuple[float, float]) -> tuple:
+                     car: tuple[float, float]) -> _Drawn:
         """Draw one pedestrian into both canvases; return (class, box, slices, alpha, before)."""
         x, z, psi, phase = wk.pose(t)
         h = self._f * wk.height / z  # pixel height
@@ -719,7 +730,7 @@ class NightStreetScene:
         box, sl, a, before = self._composite(temp, lin, x0, y0, alpha, t_obj, rad, alpha)
         return _PERSON, box, sl, a, before
 
-    def _draw_car(self, temp: np.ndarray, lin: np.ndarray, car: tuple[float, float]) -> tuple:
+    def _draw_car(self, temp: np.ndarray, lin: np.ndarray, car: tuple[float, float]) -> _Drawn:
         """Draw the car (front view) into both canvases; return (class, box, slices, alpha, before)."""
         cx, cz = car
         k = self._f / cz  # pixels per metre

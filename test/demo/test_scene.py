@@ -126,7 +126,7 @@ def test_iteration_and_index_errors() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"width": 32}, {"num_frames": 0}, {"fps": 0.0}, {"homography": np.zeros((3, 3))},
+    [{"width": 32}, {"num_frames": 0}, {"fps": 0.0}, {"seed": -1}, {"homography": np.zeros((3, 3))},
      {"homography": (1.0, 0.0, 0.0)}, {"homography": [1, 0, 0, 0, 1, 0, 0, 0, float("nan")]}],
 )
 def test_bad_parameters_raise_config_error(kwargs: dict) -> None:
