@@ -288,3 +288,10 @@ def test_input_errors() -> None:
         ev.add("e", {}, Detections.empty())  # type: ignore[arg-type]
     assert len(ev) == 1  # failed adds leave nothing behind
 
+
+def test_package_exports_the_public_api() -> None:
+    import ivfusion_ros.eval as ev
+
+    for name in ev.__all__:
+        assert getattr(ev, name) is not None, name
+    assert ev.DetectionEvaluator is DetectionEvaluator and "fusion_metrics" in ev.__all__
