@@ -40,7 +40,8 @@ __all__ = ["BACKENDS", "ClassAP", "DetectionEvaluator", "DetectionMetrics"]
 #: Evaluation backends, in order of preference for ``backend="auto"``.
 BACKENDS = ("faster-coco-eval", "pycocotools")
 
-_IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+# Exactly pycocotools' Params.iouThrs (np.linspace: its 0.9 is 0.8999999999999999, which matters at IoU = 0.9).
+_IOU_THRESHOLDS = tuple(float(t) for t in np.linspace(0.5, 0.95, 10))
 
 
 def _nan_to_none(x: float) -> float | None:
@@ -111,7 +112,7 @@ class DetectionMetrics:
             "ignored_classes": list(self.ignored_classes),
             "backend": self.backend,
             "max_dets": self.max_dets,
-            "iou_thresholds": list(self.iou_thresholds),
+            "iou_thresholds": [round(t, 2) for t in self.iou_thresholds],
         }
 
 

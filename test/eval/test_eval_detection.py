@@ -60,7 +60,7 @@ def test_perfect_detections_score_1(backend: str) -> None:
 
 @pytest.mark.parametrize(
     ("height", "expected"),
-    [(62, 0.3), (50, 0.1), (74, 0.5), (97, 1.0), (45, 0.0)],  # IoU = height / 100
+    [(62, 0.3), (50, 0.1), (74, 0.5), (90, 0.9), (97, 1.0), (45, 0.0)],  # IoU = height / 100; >= t matches
 )
 def test_single_box_at_iou_x_gives_the_fraction_of_thresholds_reached(
     backend: str, height: int, expected: float
