@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ivfusion_ros.config import PipelineConfig, config_to_flat, iter_fields
+from ivfusion_ros.core.color import luma
 from ivfusion_ros.core.frames import ThermalNormalizer, decode_rgb
 from ivfusion_ros.core.illumination import IlluminationEstimator, Regime
 from ivfusion_ros.core.registration import Registration
@@ -235,10 +236,10 @@ class Pipeline:
         with timer.stage("register"):
             ir_t = self.registration.warp(ir_t, rgb_wh)
         with timer.stage("illumination"):
-            y = (0.299 * vis_t[:, 0:1] + 0.587 * vis_t[:, 1:2] + 0.114 * vis_t[:, 2:3])
+            y = luma(vis_t)
             ill = self.illumination(y)
             variant = self.variant_for(ill.regime)
-            ctx = FusionContext(ill.map, ill.glare, ill.level, ill.regime.value)
+            ctx = FusionContext(ill.map, ill.glare, ill.level, ill.regime.value, vis_y=y)
         with timer.stage("fuse"):
             fused_t = self.fusers[variant].fuse(ir_t, vis_t, ctx)
         with timer.stage("postprocess"):

@@ -40,7 +40,8 @@ def run_fuse(ir: Path, vis: Path, out: Path, cfg: PipelineConfig, strips: bool, 
     report = {"pipeline": pipeline.describe(), "fused": len(results), "failed": failed, "results": results}
     out.mkdir(parents=True, exist_ok=True)
     (out / "detections.json").write_text(json.dumps(report, indent=2))
-    console.print(f"fused {len(results)}/{len(pairs)} pair(s) into {out}/" + (f", {len(failed)} failed" if failed else ""))
+    note = f", {len(failed)} failed" if failed else ""
+    console.print(f"fused {len(results)}/{len(pairs)} pair(s) into {out}/{note}")
     if not results:
         raise InputError(f"none of the {len(pairs)} pair(s) could be fused", reason="bad_input")
     return report

@@ -82,7 +82,8 @@ def main(
     verbose: bool = typer.Option(False, "--verbose", help="Log at INFO level."),
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
 ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     if version:
         typer.echo(__version__)
         raise typer.Exit(0)

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["rgb_to_ycrcb", "ycrcb_to_rgb"]
+__all__ = ["luma", "rgb_to_ycrcb", "ycrcb_to_rgb"]
 
 _KR, _KG, _KB = 0.299, 0.587, 0.114
 _CR, _CB = 0.713, 0.564  # OpenCV's delta scale factors
+
+
+def luma(rgb: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, 1, H, W)`` Y (BT.601)."""
+    return _KR * rgb[:, 0:1] + _KG * rgb[:, 1:2] + _KB * rgb[:, 2:3]
 
 
 def rgb_to_ycrcb(rgb: torch.Tensor) -> torch.Tensor:

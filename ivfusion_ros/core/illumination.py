@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ivfusion_ros.config import IlluminationConfig
-from ivfusion_ros.core.filters import gaussian_blur, max_filter, min_filter
+from ivfusion_ros.core.filters import max_filter, min_filter, smooth
 
 __all__ = ["Illumination", "IlluminationEstimator", "Regime", "RegimeTracker"]
 
@@ -130,29 +130,32 @@ class IlluminationEstimator:
         cfg = self.cfg
         _, _, h, w = y.shape
         f = max(1, round(w / MAP_WIDTH))
-        mean = F.avg_pool2d(y, f, stride=f, ceil_mode=True) if f > 1 else y
-        peak = F.max_pool2d(y, f, stride=f, ceil_mode=True) if f > 1 else y
+        saturated = (y >= cfg.glare_threshold).to(y.dtype)
+        if f > 1:
+            mean = F.avg_pool2d(y, f, stride=f, ceil_mode=True)
+            core = (F.avg_pool2d(saturated, f, stride=f, ceil_mode=True) > 0).to(y.dtype)  # any saturated pixel
+        else:
+            mean, core = y, saturated
         hs, ws = mean.shape[-2:]
 
-        core = (peak >= cfg.glare_threshold).to(y.dtype)
         # Minimum area as an opening: a blob survives when it contains a square of the minimum area.
         side = math.sqrt(cfg.glare_min_area * hs * ws)
         k = 2 * int(side / 2) + 1
         if k >= 3:
             core = max_filter(min_filter(core, k), k)
-        glare_fraction = float(core.mean()) if f == 1 else float(
-            ((y >= cfg.glare_threshold) & (F.interpolate(core, size=(h, w), mode="nearest") > 0))
-            .float().mean()
-        )
+        if f == 1:
+            glare_fraction = float(core.mean())
+        else:  # count the saturated pixels inside surviving blobs at full resolution
+            glare_fraction = float((saturated * F.interpolate(core, size=(h, w), mode="nearest")).mean())
         # Soft weight: the cores dilated by their own size plus a halo, then blurred, so the bloom around a
         # headlight is treated as glare too while the weight falls off smoothly (no seams in the fusion).
         halo = 2 * max(k, 3) + 1
         sigma = max(1.0, cfg.map_scale * ws)
-        glare = torch.maximum(core, gaussian_blur(max_filter(core, halo), sigma).mul_(1.5).clamp_(0.0, 1.0))
+        glare = torch.maximum(core, smooth(max_filter(core, halo), sigma).mul_(1.5).clamp_(0.0, 1.0))
 
         outside = 1.0 - core
         n = float(outside.sum())
         level = float((mean * outside).sum()) / n if n > 0 else 1.0
-        illum = gaussian_blur(mean, sigma).clamp_(0.0, 1.0)
+        illum = smooth(mean, sigma).clamp_(0.0, 1.0)
         regime = self.tracker.update(level)
         return Illumination(level, regime, illum, glare, core > 0, glare_fraction)

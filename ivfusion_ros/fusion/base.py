@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ivfusion_ros.config import FusionConfig
-from ivfusion_ros.core.color import rgb_to_ycrcb, ycrcb_to_rgb
+from ivfusion_ros.core.color import luma
 
 __all__ = ["Fuser", "FusionContext", "LuminanceFuser"]
 
@@ -29,12 +29,14 @@ class FusionContext:
         glare: ``(B, 1, h, w)`` soft glare weight in [0, 1] (low resolution).
         level: global illumination level in [0, 1].
         regime: ``"day"``, ``"dusk"`` or ``"night"``.
+        vis_y: ``(B, 1, H, W)`` visible luminance when the caller has it already (saves recomputing it).
     """
 
     illumination: torch.Tensor
     glare: torch.Tensor
     level: float = 0.5
     regime: str = "dusk"
+    vis_y: torch.Tensor | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def maps_at(self, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,6 +95,8 @@ class LuminanceFuser(Fuser):
         """``(B, 1, H, W)`` thermal and visible Y in [0, 1] -> fused Y ``(B, 1, H, W)`` in [0, 1]."""
 
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor, ctx: FusionContext) -> torch.Tensor:
-        ycc = rgb_to_ycrcb(vis)
-        y = self.fuse_luma(ir, ycc[:, 0:1], ctx)
-        return ycrcb_to_rgb(torch.cat((y, ycc[:, 1:3]), dim=1))
+        y = ctx.vis_y if ctx.vis_y is not None else luma(vis)
+        fused_y = self.fuse_luma(ir, y, ctx)
+        # Keeping Cr and Cb of YCrCb while Y changes by d adds d to each of R, G and B (the conversion is
+        # linear with unit Y weight in every channel), so one broadcast add restores the visible chroma.
+        return (vis + (fused_y - y)).clamp_(0.0, 1.0)

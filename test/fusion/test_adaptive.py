@@ -84,3 +84,14 @@ def test_uniform_context_and_batches() -> None:
     ir, vis = torch.rand(2, 1, 33, 47), torch.rand(2, 3, 33, 47)
     out = create_fuser("adaptive").fuse(ir, vis, FusionContext.uniform(ir, 0.1))
     assert out.shape == (2, 3, 33, 47)
+
+
+def test_chroma_restoration_equals_ycrcb_round_trip(night_pair) -> None:
+    from ivfusion_ros.core.color import rgb_to_ycrcb, ycrcb_to_rgb
+
+    ir, vis, y, ctx = _inputs(night_pair)
+    fuser = create_fuser("adaptive")
+    fused_y = fuser.fuse_luma(ir, y, ctx)
+    ycc = rgb_to_ycrcb(vis)
+    expected = ycrcb_to_rgb(torch.cat((fused_y, ycc[:, 1:]), dim=1))
+    torch.testing.assert_close(fuser.fuse(ir, vis, ctx), expected, atol=2e-3, rtol=0)
