@@ -73,8 +73,11 @@ def stamp_to_sec(stamp: Any) -> float:
 
 def sec_to_stamp(t: float) -> tuple[int, int]:
     """Seconds -> ``(sec, nanosec)`` with ``0 <= nanosec < 1e9`` (the inverse of :func:`stamp_to_sec`)."""
-    ns = round(t * 1e9)
-    return ns // 1_000_000_000, ns % 1_000_000_000
+    sec = math.floor(t)
+    ns = round((t - sec) * 1e9)  # split first: t * 1e9 as a float loses the nanoseconds of today's epoch
+    if ns >= 1_000_000_000:
+        sec, ns = sec + 1, ns - 1_000_000_000
+    return int(sec), int(ns)
 
 
 def _bytes_of(data: Any) -> np.ndarray:
@@ -302,31 +305,26 @@ def status_fields(
 
 
 def debug_overlay(rgb: np.ndarray, dets: Detections, lines: list[str]) -> np.ndarray:
-    """The fused image with boxes, class names, scores and a few lines of text (regime, mode, variant).
+    """The fused image with the detections (drawn by :func:`ivfusion_ros.viz.draw_detections`, as in the CLI's
+    output) and a few lines of text top-left (mode, regime, variant, latency).
 
     Args:
         rgb: ``(H, W, 3)`` uint8 RGB; not modified.
-        lines: text drawn top-left, one entry per line.
+        lines: text lines.
 
     Returns:
         a new ``(H, W, 3)`` uint8 RGB image.
     """
-    out = np.ascontiguousarray(rgb).copy()
+    from ivfusion_ros.viz import draw_detections
+
+    out = draw_detections(rgb, dets)
     h, w = out.shape[:2]
     scale = max(0.35, min(w, h) / 900.0)
-    thick = max(1, round(scale * 2))
-    for (x1, y1, x2, y2), score, name in zip(dets.boxes.tolist(), dets.scores.tolist(), dets.names()):
-        p1, p2 = (round(x1), round(y1)), (round(x2), round(y2))
-        cv2.rectangle(out, p1, p2, (0, 255, 0), thick)
-        label = f"{name} {score:.2f}"
-        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        y = max(th + base, p1[1])
-        cv2.rectangle(out, (p1[0], y - th - base), (p1[0] + tw, y), (0, 255, 0), -1)
-        cv2.putText(out, label, (p1[0], y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    thick = max(1, round(min(w, h) / 320))
     y = 0
     for text in lines:
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        (_, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         y += th + base + 4
         cv2.putText(out, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
-        cv2.putText(out, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 0), 1, cv2.LINE_AA)
+        cv2.putText(out, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 0), thick, cv2.LINE_AA)
     return out
