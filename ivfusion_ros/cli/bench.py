@@ -69,7 +69,7 @@ def run_bench(n: int, size: str, variants: str, detectors: str, device: str, jso
     w, h = _parse_size(size)
     scene = NightStreetScene(width=w, height=h, num_frames=DISTINCT_FRAMES, seed=0)
     frames = [scene.frame(i) for i in range(DISTINCT_FRAMES)]
-    base = update_config(PipelineConfig(), **{"registration.homography": list(scene.homography_tuple),
+    base = update_config(PipelineConfig(), **{"registration.homography": scene.homography.ravel().tolist(),
                                               "runtime.device": device})
     cases = []
     for v in [s for s in variants.split(",") if s]:

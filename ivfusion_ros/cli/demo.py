@@ -15,9 +15,8 @@ from rich.progress import track
 from ivfusion_ros.config import PipelineConfig
 from ivfusion_ros.demo.scene import NightStreetScene
 from ivfusion_ros.detect.boxes import count_matches
-from ivfusion_ros.io.images import write_rgb
 from ivfusion_ros.pipeline import STAGES, Pipeline
-from ivfusion_ros.viz import draw_detections, side_by_side
+from ivfusion_ros.viz import draw_detections, save_rgb, side_by_side
 
 __all__ = ["run_demo"]
 
@@ -35,11 +34,13 @@ def run_demo(out: Path, frames: int, seed: int, make_config: Callable[[dict[str,
     """Render ``frames`` frames, run the pipeline on each, write images and ``summary.json``; return the summary."""
     scene = NightStreetScene(num_frames=frames, seed=seed)
     # The demo rig's calibration is known: the user's YAML may change anything else.
-    cfg = make_config({"registration.homography": list(scene.homography_tuple)})
+    cfg = make_config({"registration.homography": scene.homography.ravel().tolist()})
     pipeline = Pipeline(cfg)
     rgb_only = pipeline.detector  # the same detector, run on the RGB image alone for comparison
     per_frame, hits = [], {"fused": [0, 0], "rgb": [0, 0]}
     strips_dir, fused_dir = out / "strips", out / "fused"
+    strips_dir.mkdir(parents=True, exist_ok=True)
+    fused_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"demo: {frames} frames {scene.width}x{scene.height}, {pipeline.describe()}")
     for i in track(range(frames), description="fusing", console=console, disable=not console.is_terminal):
         frame = scene.frame(i)
@@ -52,11 +53,11 @@ def run_demo(out: Path, frames: int, seed: int, make_config: Callable[[dict[str,
         hits["fused"][1] += n_gt
         hits["rgb"][1] += n_gt
         boxed = draw_detections(res.fused, res.detections)
-        write_rgb(fused_dir / f"frame_{i:03d}.png", boxed)
+        save_rgb(fused_dir / f"frame_{i:03d}.png", boxed)
         strip = side_by_side([res.thermal, res.rgb, boxed], ["thermal (registered)", "RGB", f"fused: {res.variant}"])
-        write_rgb(strips_dir / f"frame_{i:03d}.png", strip)
+        save_rgb(strips_dir / f"frame_{i:03d}.png", strip)
         if i == frames // 2:
-            write_rgb(out / "strip.png", strip)
+            save_rgb(out / "strip.png", strip)
         per_frame.append({**res.summary(), "frame": i, "people": n_gt, "people_found_fused": f_found,
                           "people_found_rgb_only": r_found})
     timings = {s: round(median(f["timings_ms"].get(s, 0.0) for f in per_frame), 3) for s in STAGES}

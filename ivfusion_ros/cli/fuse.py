@@ -10,9 +10,9 @@ from rich.progress import track
 
 from ivfusion_ros.config import PipelineConfig
 from ivfusion_ros.errors import InputError
-from ivfusion_ros.io.images import find_pairs, read_thermal, read_visible, write_rgb
+from ivfusion_ros.io.images import find_pairs, read_thermal, read_visible
 from ivfusion_ros.pipeline import Pipeline
-from ivfusion_ros.viz import draw_detections, side_by_side
+from ivfusion_ros.viz import draw_detections, save_rgb, side_by_side
 
 __all__ = ["run_fuse"]
 
@@ -24,6 +24,7 @@ def run_fuse(ir: Path, vis: Path, out: Path, cfg: PipelineConfig, strips: bool, 
     pipeline = Pipeline(cfg)
     console.print(f"fuse: {len(pairs)} pair(s), {pipeline.describe()}")
     results, failed = {}, {}
+    (out / "strips" if strips else out).mkdir(parents=True, exist_ok=True)
     for pair in track(pairs, description="fusing", console=console, disable=not console.is_terminal):
         try:
             res = pipeline.process(read_thermal(pair.ir), read_visible(pair.vis), keep_inputs=strips)
@@ -32,9 +33,9 @@ def run_fuse(ir: Path, vis: Path, out: Path, cfg: PipelineConfig, strips: bool, 
             console.print(f"[yellow]skipped {pair.name}:[/] {err}")
             continue
         img = draw_detections(res.fused, res.detections) if boxes else res.fused
-        write_rgb(out / f"{pair.name}.png", img)
+        save_rgb(out / f"{pair.name}.png", img)
         if strips:
-            write_rgb(out / "strips" / f"{pair.name}.png",
+            save_rgb(out / "strips" / f"{pair.name}.png",
                       side_by_side([res.thermal, res.rgb, img], ["thermal", "RGB", f"fused: {res.variant}"]))
         results[pair.name] = res.summary()
     report = {"pipeline": pipeline.describe(), "fused": len(results), "failed": failed, "results": results}

@@ -10,7 +10,7 @@ import numpy as np
 
 from ivfusion_ros.errors import InputError
 
-__all__ = ["IMAGE_SUFFIXES", "ImagePair", "find_pairs", "read_thermal", "read_visible", "write_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "ImagePair", "find_pairs", "read_thermal", "read_visible"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -81,12 +81,3 @@ def read_visible(path: str | Path) -> np.ndarray:
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-
-
-def write_rgb(path: str | Path, rgb: np.ndarray) -> None:
-    """Write an RGB (or gray) uint8 image; the folder is created. Raises InputError naming the path on failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
-    if not cv2.imwrite(str(path), img):
-        raise InputError(f"cannot write image {path}", reason="write_failed")
