@@ -42,6 +42,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from message_filters import ApproximateTimeSynchronizer, SimpleFilter
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -49,7 +50,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
 
-from ivfusion_ros.config import PipelineConfig
+from ivfusion_ros.config import PipelineConfig, iter_fields
 from ivfusion_ros.errors import ConfigError, InputError, IvfusionError
 from ivfusion_ros.msg import FusionStatus
 from ivfusion_ros.pipeline import Pipeline, Result
@@ -111,6 +112,7 @@ class FusionNode(Node):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self.cfg: PipelineConfig = declare_parameters(self)
+        self._schema_names = frozenset(s.name for s in iter_fields())
         self._lock = threading.Lock()  # the pipeline: one frame or one reconfiguration at a time
         self.pipeline = Pipeline(self.cfg)
         self.get_logger().info(f"pipeline ready: {self.pipeline.describe()}")
@@ -391,7 +393,9 @@ class FusionNode(Node):
 
     def _on_set_parameters(self, params: list[Parameter]) -> Any:
         """Validate a parameter change with the schema and apply it between frames, or reject it."""
-        values = {p.name: p.value for p in params}
+        values = {p.name: p.value for p in params if p.name in self._schema_names}  # not use_sim_time, qos_...
+        if not values:
+            return set_result(True)
         try:
             plan = plan_change(self.cfg, values)
         except ConfigError as err:
@@ -458,7 +462,7 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except IvfusionError as err:
-        rclpy.logging.get_logger(NODE_NAME).fatal(str(err))
+        get_logger(NODE_NAME).fatal(str(err))
         code = 1
     finally:
         if node is not None:
