@@ -7,7 +7,38 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Detections", "Detector"]
+from ivfusion_ros.errors import InputError
+
+__all__ = ["Detections", "Detector", "check_rgb"]
+
+
+def check_rgb(image: object, who: str = "detector") -> np.ndarray:
+    """Check that ``image`` is what :meth:`Detector.detect` accepts and return it.
+
+    Detectors call this first so that a wrong frame fails with a message naming the problem instead of an
+    OpenCV assertion deep inside the pipeline.
+
+    Raises:
+        InputError: not a numpy array (reason ``bad_type``), not uint8 (``bad_encoding``), empty
+            (``empty``), or not ``(H, W, 3)`` (``bad_channels``).
+    """
+    if not isinstance(image, np.ndarray):
+        raise InputError(
+            f"{who} input: expected a numpy uint8 RGB image of shape (H, W, 3), got {type(image).__name__}",
+            reason="bad_type",
+        )
+    if image.dtype != np.uint8:
+        raise InputError(
+            f"{who} input: expected a uint8 RGB image, got dtype {image.dtype} (scale to 0..255 first)",
+            reason="bad_encoding",
+        )
+    if image.size == 0:
+        raise InputError(f"{who} input: the image is empty (shape {image.shape})", reason="empty")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(
+            f"{who} input: expected 3 channels (H, W, 3) RGB, got shape {image.shape}", reason="bad_channels"
+        )
+    return image
 
 
 @dataclass
@@ -45,7 +76,7 @@ class Detections:
         return [
             {"box": [round(float(v), 2) for v in b], "score": round(float(s), 4), "class_id": int(c),
              "class_name": n}
-            for b, s, c, n in zip(self.boxes, self.scores, self.class_ids, self.names())
+            for b, s, c, n in zip(self.boxes, self.scores, self.class_ids, self.names(), strict=False)
         ]
 
 
