@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
@@ -56,7 +57,7 @@ if SKIP_REASON is None:
     from rcl_interfaces.srv import SetParameters
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.node import Node
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CompressedImage, Image
     from vision_msgs.msg import Detection2DArray
 
     from ivfusion_ros.ros.node import FusionNode
@@ -118,8 +119,9 @@ class Harness:
         self.executor.add_node(self.helper)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
-        self.wait_for(lambda: self.pub_thermal.get_subscription_count() > 0
-                      and self.pub_rgb.get_subscription_count() > 0, what="the node's camera subscriptions")
+        if not params.get("node.compressed"):
+            self.wait_for(lambda: self.pub_thermal.get_subscription_count() > 0
+                          and self.pub_rgb.get_subscription_count() > 0, what="the node's camera subscriptions")
         self.t0 = 1000.0
 
     def _record(self, key: str, msg: Any) -> None:
@@ -338,3 +340,52 @@ def test_debug_image_only_when_subscribed(harness: Harness) -> None:
     harness.publish_pair(6001.0)
     dbg = harness.wait_for(lambda: harness.messages("debug"), what="a debug image")
     assert dbg[0].encoding == "rgb8" and dbg[0].header.frame_id == "rgb_optical"
+
+
+def test_sync_parameters_apply_at_run_time(harness: Harness) -> None:
+    for i in range(3):
+        harness.publish_pair(7000.0 + i, thermal_dt=0.3)
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert harness.messages("fused") == []  # 0.3 s apart, slop 0.05 s
+    (r,) = harness.set_parameters(**{"sync.slop": 0.5})
+    assert r.successful, r.reason
+    harness.wait_for(lambda: harness.pub_thermal.get_subscription_count() > 0
+                     and harness.pub_rgb.get_subscription_count() > 0, what="the new subscriptions")
+    time.sleep(0.3)
+    harness.publish_pair(7100.0, thermal_dt=0.3)
+    fused = harness.wait_for(lambda: harness.messages("fused"), what="a pair within the new slop")
+    assert _stamp(fused[0]) == pytest.approx(7100.0)
+
+
+@pytest.mark.parametrize("harness", [{"node.compressed": True}], indirect=True)
+def test_compressed_inputs(harness: Harness) -> None:
+    pub_t = harness.helper.create_publisher(CompressedImage, "thermal/image/compressed", 10)
+    pub_r = harness.helper.create_publisher(CompressedImage, "rgb/image/compressed", 10)
+    harness.wait_for(lambda: pub_t.get_subscription_count() and pub_r.get_subscription_count(),
+                     what="the compressed subscriptions")
+
+    def msg(img: np.ndarray, ext: str, fmt: str, t: float, frame: str) -> CompressedImage:
+        m = CompressedImage(format=fmt)
+        m.data = array.array("B", cv2.imencode(ext, img)[1].tobytes())
+        m.header.frame_id = frame
+        m.header.stamp.sec, m.header.stamp.nanosec = sec_to_stamp(t)
+        return m
+
+    rgb_bgr = np.ascontiguousarray(_rgb()[:, :, ::-1])
+    pub_t.publish(msg(_thermal(), ".png", "mono16; png compressed", 8000.0, "thermal_optical"))  # 16-bit PNG
+    pub_r.publish(msg(rgb_bgr, ".jpg", "rgb8; jpeg compressed bgr8", 8000.0, "rgb_optical"))
+    fused = harness.wait_for(lambda: harness.messages("fused"), what="a fused image from compressed inputs")
+    arr, _ = image_msg_to_array(fused[0])
+    assert fused[0].header.frame_id == "rgb_optical" and arr.shape == (H, W, 3)
+    assert arr[35:65, 52:60].mean() > arr[5:20, 5:40].mean() + 60
+    pub_t.publish(msg(_thermal(), ".png", "png", 8001.0, "thermal_optical"))
+    bad = CompressedImage(format="jpeg", data=array.array("B", b"garbage"))
+    bad.header.stamp.sec = 8001
+    pub_r.publish(bad)  # pairs with the thermal image, fails to decode in the worker
+    time.sleep(0.3)
+    pub_t.publish(msg(_thermal(), ".png", "png", 8002.0, "thermal_optical"))
+    pub_r.publish(msg(rgb_bgr, ".jpg", "jpeg", 8002.0, "rgb_optical"))
+    status = harness.wait_for(lambda: harness.last_status(lambda s: "decode_failed" in s.drop_reasons),
+                              what="a decode_failed drop")
+    assert status.frames_fused >= 1
