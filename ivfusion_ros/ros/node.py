@@ -66,7 +66,7 @@ from ivfusion_ros.ros.conversions import (
 )
 from ivfusion_ros.ros.params import ChangePlan, declare_parameters, plan_change, set_result
 
-__all__ = ["FusionNode", "main"]
+__all__ = ["FusionNode", "image_to_msg", "main"]
 
 NODE_NAME = "ivfusion_node"
 _THROTTLE_S = 5.0
@@ -89,6 +89,15 @@ class _Frame:
         if self.image is None:
             self.image, self.encoding = compressed_msg_to_array(self.msg)
         return self.image, self.encoding
+
+
+def image_to_msg(header: Any, img: np.ndarray, encoding: str = "rgb8") -> Image:
+    """A ``sensor_msgs/Image`` holding ``img`` (see :func:`~ivfusion_ros.ros.conversions.image_fields`)."""
+    f = image_fields(img, encoding)
+    msg = Image(header=header, height=f.height, width=f.width, encoding=f.encoding, is_bigendian=f.is_bigendian,
+                step=f.step)
+    msg.data = array.array("B", f.data)  # array.array: rclpy takes it as is (a bytes object is checked per byte)
+    return msg
 
 
 class _Input(SimpleFilter):
@@ -283,20 +292,13 @@ class FusionNode(Node):
         self._publish(result, header, mode, skew, detector, device)
 
     # ------------------------------------------------------------------------------------------ outputs
-    def _image_msg(self, header: Any, rgb: np.ndarray) -> Image:
-        f = image_fields(rgb, "rgb8")
-        msg = Image(header=header, height=f.height, width=f.width, encoding=f.encoding,
-                    is_bigendian=f.is_bigendian, step=f.step)
-        msg.data = array.array("B", f.data)
-        return msg
-
     def _publish(self, result: Result, header: Any, mode: str, skew: float, detector: str, device: str) -> None:
         cfg = self.cfg
         now = self._now()
         self.frames_fused += 1
         self.fused_meter.tick(now)
         if cfg.node.publish_fused:
-            self.pub_fused.publish(self._image_msg(header, result.fused))
+            self.pub_fused.publish(image_to_msg(header, result.fused))
 
         arr = Detection2DArray(header=header)
         for f in detections_to_fields(result.detections, cfg.node.class_id_format):
@@ -320,7 +322,7 @@ class FusionNode(Node):
         if self.pub_debug.get_subscription_count() > 0:
             lines = [f"{mode}  {result.regime}  illum {result.illumination:.2f}  glare {result.glare_fraction:.3f}",
                      f"{result.variant}  {len(result.detections)} det  {result.latency_ms:.0f} ms"]
-            self.pub_debug.publish(self._image_msg(header, debug_overlay(result.fused, result.detections, lines)))
+            self.pub_debug.publish(image_to_msg(header, debug_overlay(result.fused, result.detections, lines)))
 
     def _publish_status(self, header: Any, result: Result | None, mode: str, skew: float = 0.0,
                         e2e: float = 0.0, detector: str = "", device: str = "") -> None:
