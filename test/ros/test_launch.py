@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import array
 import importlib
+import os
 import time
 import unittest
 
@@ -38,7 +39,7 @@ def _missing() -> str | None:
 
 
 SKIP_REASON = _missing()
-NS = "/ivf_launch_test"
+NS = f"/ivf_launch_test_{os.getpid()}"  # other processes may share the ROS domain
 
 # pytest's own collector reaches the unittest classes below only when the launch_testing plugin is not
 # active (then nothing would launch the node): skip them there. launch_testing ignores this mark.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import array
 import importlib
 import itertools
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -99,7 +100,7 @@ class Harness:
     """The node under test plus a helper node that publishes camera images and records the outputs."""
 
     def __init__(self, tmp_path: Path, **params: Any) -> None:
-        self.ns = f"/ivf_test{next(_ns_counter)}"
+        self.ns = f"/ivf_test_{os.getpid()}_{next(_ns_counter)}"  # other processes may share the ROS domain
         cfg = update_config(PipelineConfig(), **{"detector.type": "none", "runtime.device": "cpu",
                                                  "node.camera_timeout": 0.5, "node.diagnostics_period": 0.2,
                                                  **params})
