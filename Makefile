@@ -30,7 +30,7 @@ demo: install
 	$(VENV)/bin/ivfusion demo --out demo_out
 
 lint: install
-	$(VENV)/bin/ruff check ivfusion_ros test launch
+	$(VENV)/bin/ruff check .
 
 test-current: install
 	$(VENV)/bin/python -m pytest

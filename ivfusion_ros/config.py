@@ -171,7 +171,7 @@ class FusionConfig:
         hi=1.0,
     )
     light_normalization: float = param(
-        0.5, "Strength of the step that lifts dark regions and compresses over-exposed ones.", lo=0.0, hi=1.0
+        0.25, "Strength of the step that lifts dark regions and compresses over-exposed ones.", lo=0.0, hi=1.0
     )
     detail_gain: float = param(1.0, "Gain on the fused detail (Laplacian) layers.", lo=0.0, hi=4.0)
 

@@ -61,10 +61,10 @@ def adaptive_reference(ir: np.ndarray, vis_y: np.ndarray, illum: np.ndarray, gla
     out = []
     for di, dv in zip(li[:-1], lv[:-1]):
         L, G = maps(di.shape)
-        dv = dv * (1 - cfg.glare_suppression * G)
         a = 1 - 0.8 * _smoothstep(L, cfg.dark_level, cfg.bright_level)
+        dv = dv * (1 - cfg.glare_suppression * G) * a
         box = np.full(5, 1 / 5)
-        ei, ev = _sep(di * di, box), _sep(dv * dv, box) * a
+        ei, ev = _sep(di * di, box), _sep(dv * dv, box)
         w = ei / (ei + ev + 1e-6)
         out.append(cfg.detail_gain * (w * di + (1 - w) * dv))
     L, G = maps(li[-1].shape)

@@ -77,16 +77,20 @@ def build_config(config: Path | None, sets: list[str] | None, variant: str | Non
     return load_config(config, overrides)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
 @app.callback()
 def main(
     verbose: bool = typer.Option(False, "--verbose", help="Log at INFO level."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                 callback=_print_version),
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if version:
-        typer.echo(__version__)
-        raise typer.Exit(0)
 
 
 @app.command("variants")

@@ -8,11 +8,10 @@ In the spirit of AMFusion (Beyond Night Visibility, arXiv 2403.01083), without a
    ``ir_weight_bright`` where ``L >= bright_level``, a smoothstep between. In glare ``G`` the share moves
    towards 1 (``w += (1 - w) * glare_suppression * G``) so headlights give way to thermal structure
    instead of being kept as a blinding blob.
-3. **Detail layers** (carry structure): visible detail in glare is attenuated first,
-   ``D_V <- D_V (1 - glare_suppression G)``, because there it is flare and bloom, not scene structure.
-   Then per pixel the source with more local energy ``E = box5(D^2)`` wins, softly:
-   ``w_d = E_T / (E_T + a_V E_V)``, with the visible energy discounted in the dark,
-   ``a_V = 1 - 0.8 s(L)``, where visible detail is mostly sensor noise.
+3. **Detail layers** (carry structure): visible detail is attenuated first,
+   ``D_V <- D_V (1 - glare_suppression G) (1 - 0.8 s(L))``, because in glare it is flare and bloom and in
+   the dark it is mostly sensor noise and light streaks, not scene structure. Then per pixel the source
+   with more local energy ``E = box5(D^2)`` wins, softly: ``w_d = E_T / (E_T + E_V)``.
 4. **Light normalisation** of the fused base: ``B' = B ** gamma(B)`` with
    ``gamma = 2 ** (2 alpha (B - 0.5))`` (``alpha = light_normalization``) lifts dark regions (gamma < 1)
    and compresses over-exposed ones (gamma > 1); it is monotone for ``alpha <= 1``. This is the
@@ -67,10 +66,10 @@ class AdaptiveFuser(LuminanceFuser):
         fused = []
         for d_ir, d_vis in zip(lap_ir[:-1], lap_vis[:-1]):
             illum, glare = ctx.maps_at(tuple(d_ir.shape[-2:]))
-            d_vis = d_vis * (1.0 - cfg.glare_suppression * glare)  # light effects are not scene detail
             a_vis = 1.0 - DARK_DETAIL_DISCOUNT * darkness(illum, cfg.dark_level, cfg.bright_level)
+            d_vis = d_vis * ((1.0 - cfg.glare_suppression * glare) * a_vis)  # light effects, dark noise
             e_ir = box_blur(d_ir * d_ir, ENERGY_WINDOW)
-            e_vis = box_blur(d_vis * d_vis, ENERGY_WINDOW) * a_vis
+            e_vis = box_blur(d_vis * d_vis, ENERGY_WINDOW)
             w_d = e_ir / (e_ir + e_vis + _EPS)
             fused.append(cfg.detail_gain * (w_d * d_ir + (1.0 - w_d) * d_vis))
 

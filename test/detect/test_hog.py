@@ -93,3 +93,24 @@ def test_boxes_clipped_and_max_detections() -> None:
     det._hog = _FakeHog(np.array([[-8, 300, 64, 128], [200, 0, 64, 128]]), np.array([1.0, 0.5]))  # type: ignore[assignment]
     result = det.detect(np.zeros((400, 300, 3), np.uint8))
     np.testing.assert_allclose(result.boxes, [[0, 300 + 0.07 * 128, -8 + 0.9 * 64, 400]], rtol=1e-5)
+
+
+def test_hog_finds_rendered_pedestrians_in_thermal() -> None:
+    """The real OpenCV people detector on a rendered night scene's thermal image, as the pipeline sees it."""
+    import cv2
+
+    from ivfusion_ros.demo.scene import NightStreetScene
+    from ivfusion_ros.detect.boxes import count_matches
+
+    scene = NightStreetScene(num_frames=4, seed=0)
+    frame = scene.frame(2)
+    t = frame.thermal.astype(np.float32)
+    lo, hi = np.percentile(t, (1, 99))
+    gray = np.clip((t - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8)
+    h, w = gray.shape
+    registered = cv2.warpPerspective(gray, scene.homography, (w, h))
+    result = HogPeopleDetector(DetectorConfig(type="hog")).detect(cv2.cvtColor(registered, cv2.COLOR_GRAY2RGB))
+    people = frame.boxes[np.asarray(frame.class_ids) == 0]
+    assert len(people) == 3
+    assert count_matches(people, result.boxes, result.scores, iou_threshold=0.5) >= 2
+    assert len(result) <= len(people) + 1  # NMS leaves about one box per person
