@@ -463,11 +463,12 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         raise ConfigError(f"{path}: {err}" if path is not None else str(err)) from None
 
 
-def dump_ros_yaml(cfg: PipelineConfig, node_name: str = "ivfusion_node", comments: bool = True) -> str:
+def dump_ros_yaml(cfg: PipelineConfig, node_name: str = "/**/ivfusion_node", comments: bool = True) -> str:
     """Render ``cfg`` as a ROS 2 parameter file that :func:`load_config` reads back unchanged.
 
     With ``comments`` every parameter is preceded by its description, range and choices, which is how
-    ``config/fusion.yaml`` documents itself.
+    ``config/fusion.yaml`` documents itself. The default node key ``/**/ivfusion_node`` matches the node in
+    any namespace (a plain ``ivfusion_node`` key only matches it in the root namespace).
     """
     flat = config_to_flat(cfg)
     lines = [f"{node_name}:", "  ros__parameters:"]

@@ -53,6 +53,7 @@ class Result:
         timings: milliseconds per stage (see :data:`STAGES`).
         thermal: ``(H, W)`` uint8 registered thermal, when asked for (``keep_inputs=True``).
         rgb: ``(H, W, 3)`` uint8 RGB at the output size, when asked for.
+        mode: ``"fused"``, or ``"rgb_only"``/``"thermal_only"`` for :meth:`Pipeline.process_single`.
     """
 
     stamp: float
@@ -65,6 +66,7 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
     thermal: np.ndarray | None = None
     rgb: np.ndarray | None = None
+    mode: str = "fused"
 
     @property
     def latency_ms(self) -> float:
@@ -74,6 +76,7 @@ class Result:
         """JSON-ready summary without the images."""
         return {
             "stamp": self.stamp,
+            "mode": self.mode,
             "variant": self.variant,
             "regime": self.regime,
             "illumination": round(self.illumination, 4),
@@ -270,3 +273,86 @@ class Pipeline:
             rgb=vis_u8 if keep_inputs else None,
         )
 
+
+    @torch.inference_mode()
+    def process_single(
+        self,
+        image: np.ndarray,
+        modality: str,
+        stamp: float = 0.0,
+        *,
+        encoding: str | None = None,
+        rgb_size: tuple[int, int] | None = None,
+    ) -> Result:
+        """Detect on one camera alone, for when the other one is down (the node's degraded mode).
+
+        Nothing is fused: ``Result.fused`` is the live camera's image in the output frame and the detector
+        runs on it, whatever ``detector.input`` says.
+
+        * ``modality="rgb"``: decoded and resized to the output size like in :meth:`process`; the
+          illumination estimate runs as usual, so regime and glare stay tracked.
+        * ``modality="thermal"``: normalised with the thermal stream's AGC, warped onto the output grid when
+          ``rgb_size`` (the RGB camera's ``(width, height)``, e.g. from its last frame) is given, else kept in
+          the thermal camera's own geometry; shown as gray RGB. Regime ``"unknown"``, illumination 0.
+
+        Args:
+            image: the live camera's image, as for :meth:`process`.
+            modality: ``"rgb"`` or ``"thermal"``.
+            stamp: time stamp, passed through.
+            encoding: ROS encoding of ``image``; ``None`` = rgb8 for RGB, inferred from the dtype for thermal.
+            rgb_size: output geometry for thermal-only frames (see above); ignored for RGB.
+
+        Returns:
+            a :class:`Result` with ``mode`` ``"rgb_only"`` or ``"thermal_only"`` and variant ``"none"``.
+
+        Raises:
+            InputError: the image cannot be decoded; ValueError: unknown ``modality``.
+        """
+        if modality not in ("rgb", "thermal"):
+            raise ValueError(f"modality must be rgb or thermal, got {modality!r}")
+        timer = self.timer
+        timer.reset()
+        level, regime, glare_fraction = 0.0, "unknown", 0.0
+        if modality == "rgb":
+            with timer.stage("preprocess"):
+                vis = decode_rgb(image, encoding or "rgb8")
+                rgb_wh = (vis.shape[1], vis.shape[0])
+                out_wh = self.registration.output_size(rgb_wh)
+                vis_t = _to_tensor_rgb(vis, self.device)
+                if out_wh != rgb_wh:
+                    vis_t = torch.nn.functional.interpolate(vis_t, size=(out_wh[1], out_wh[0]), mode="bilinear",
+                                                            align_corners=False, antialias=True)
+            with timer.stage("illumination"):
+                ill = self.illumination(luma(vis_t))
+                level, regime, glare_fraction = ill.level, ill.regime.value, ill.glare_fraction
+            with timer.stage("postprocess"):
+                shown = _to_uint8(vis_t) if out_wh != rgb_wh else vis
+        else:
+            with timer.stage("preprocess"):
+                if encoding is None:
+                    encoding = _DTYPE_TO_THERMAL_ENCODING.get(getattr(image, "dtype", None), "")
+                    if not encoding:
+                        raise InputError(f"thermal image: cannot infer an encoding from dtype "
+                                         f"{getattr(image, 'dtype', type(image).__name__)}", reason="bad_encoding")
+                th = self.thermal(image, encoding)
+                ir_t = torch.from_numpy(th).to(self.device, non_blocking=True)[None, None]
+            with timer.stage("register"):
+                if rgb_size is not None:
+                    ir_t = self.registration.warp(ir_t, tuple(rgb_size))
+            with timer.stage("postprocess"):
+                ir_u8 = _to_uint8(ir_t)
+                shown = np.ascontiguousarray(np.repeat(ir_u8[:, :, None], 3, axis=2))
+        with timer.stage("detect"):
+            detections = self.detector.detect(shown)
+        self.frames += 1
+        return Result(
+            stamp=stamp,
+            fused=shown,
+            detections=detections,
+            variant="none",
+            regime=regime,
+            illumination=level,
+            glare_fraction=glare_fraction,
+            timings=dict(timer.ms),
+            mode=f"{modality}_only",
+        )

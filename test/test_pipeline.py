@@ -123,3 +123,44 @@ def test_failed_rebuild_leaves_pipeline_unchanged() -> None:
         pipe.update_config(bad)
     assert pipe.config is old
     pipe.process(*_night_frame())
+
+
+def test_process_single_rgb_detects_on_the_rgb_image() -> None:
+    det = RecordingDetector()
+    pipe = Pipeline(_cfg(**{"registration.output_width": 64, "registration.output_height": 48}), detector=det)
+    _, rgb = _night_frame()
+    rgb[10:20, 10:20] = 255
+    res = pipe.process_single(rgb, "rgb", stamp=3.0)
+    assert res.mode == "rgb_only" and res.variant == "none" and res.stamp == 3.0
+    assert res.fused.shape == (48, 64, 3) and det.seen[-1] is res.fused
+    assert res.regime == "night" and 0.0 <= res.illumination < 0.2
+    np.testing.assert_allclose(res.detections.boxes[0], [5, 5, 10, 10], atol=1.5)
+    assert set(res.timings) == {"preprocess", "illumination", "postprocess", "detect"}
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    np.testing.assert_array_equal(Pipeline(_cfg()).process_single(bgr, "rgb", encoding="bgr8").fused, rgb)
+
+
+def test_process_single_thermal_in_rgb_geometry_or_its_own() -> None:
+    h = [1, 0, -10, 0, 1, -5, 0, 0, 1]
+    det = RecordingDetector()
+    pipe = Pipeline(_cfg(**{"registration.homography": h}), detector=det)
+    thermal, _ = _night_frame(shift=(10, 5))
+    res = pipe.process_single(thermal, "thermal", rgb_size=(128, 96))
+    assert res.mode == "thermal_only" and res.regime == "unknown" and res.fused.shape == (96, 128, 3)
+    np.testing.assert_allclose(res.detections.boxes[0], [50, 30, 62, 70], atol=3)  # registered
+    small = thermal[::2, ::2]
+    res = pipe.process_single(small, "thermal", encoding="mono16")
+    assert res.fused.shape == (48, 64, 3)  # no RGB geometry known: the thermal camera's own
+    np.testing.assert_allclose(res.detections.boxes[0], [30, 17.5, 36, 37.5], atol=2)
+
+
+def test_process_single_errors() -> None:
+    pipe = Pipeline(_cfg())
+    thermal, rgb = _night_frame()
+    with pytest.raises(ValueError, match="modality must be rgb or thermal"):
+        pipe.process_single(rgb, "depth")
+    with pytest.raises(InputError, match="cannot infer an encoding") as err:
+        pipe.process_single(thermal.astype(np.int64), "thermal")
+    assert err.value.reason == "bad_encoding"
+    with pytest.raises(InputError, match="needs 3 channel"):
+        pipe.process_single(thermal.astype(np.uint8), "rgb")

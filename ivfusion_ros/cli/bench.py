@@ -81,7 +81,7 @@ def run_bench(n: int, size: str, variants: str, detectors: str, device: str, jso
     for c in cases:
         table.add_row(c["variant"], Path(c["detector"]).name, *(f"{c['stages'][s]['p50']:.2f}" for s in STAGES),
                       f"{c['total']['p50']:.2f}", f"{c['total']['p90']:.2f}", f"{c['fps_at_p50']}")
-    Console().print(table)
+    Console(width=200).print(table)
     report = {
         "size": [w, h], "frames": n, "warmup": WARMUP, "device": device,
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
