@@ -21,7 +21,9 @@ exactly one place: ``fused``, or dropped with a reason (``unpaired``, ``queue_ov
 
 Output topics (relative to ``namespace``, like the node's): ``fused/image`` (``sensor_msgs/Image`` rgb8),
 ``detections`` (``vision_msgs/Detection2DArray``, boxes in fused-image pixels), ``status``
-(``ivfusion_ros/FusionStatus``), each stamped with the pair's RGB stamp and frame id and logged at the bag
+(``ivfusion_ros/FusionStatus``, filled by the node's own ``status_fields``; ``end_to_end_ms`` is the
+replay's processing time of the pair, and the drop counts include the synchroniser's drops, which the node
+cannot see), each stamped with the pair's RGB stamp and frame id and logged at the bag
 time of the message that completed the pair; ``--write-inputs`` copies the two input topics unchanged.
 
 ``report.json`` (schema ``ivfusion.replay/1``; keys are stable, new keys may be added):
@@ -32,9 +34,9 @@ time of the message that completed the pair; ``--write-inputs`` copies the two i
 * ``drops``: dropped messages by reason; ``accounting``: per camera ``received = fused + sum(dropped)``;
 * ``latency_ms``: mean/p50/p90/p99/max per pipeline stage and in total;
 * ``frames``: one record per fused pair (:class:`FrameRecord`): ``index``, ``stamp`` (s), ``stamp_ns``,
-  ``thermal_stamp_ns``, ``rgb_stamp_ns``, ``sync_skew`` (thermal - RGB, s), ``variant``, ``regime``,
-  ``illumination``, ``glare_fraction``, ``num_detections``, ``detections`` (``box`` x1,y1,x2,y2,
-  ``score``, ``class_id``, ``class_name``), ``timings_ms`` per stage, ``latency_ms``;
+  ``thermal_stamp_ns``, ``rgb_stamp_ns``, ``sync_skew`` (thermal - RGB, s), ``mode`` (``fused``),
+  ``variant``, ``regime``, ``illumination``, ``glare_fraction``, ``num_detections``, ``detections``
+  (``box`` x1,y1,x2,y2, ``score``, ``class_id``, ``class_name``), ``timings_ms`` per stage, ``latency_ms``;
 * ``dropped``: one record per dropped message (:class:`DropRecord`).
 """
 
@@ -67,6 +69,7 @@ from ivfusion_ros.io.bag import (
     status_msg,
 )
 from ivfusion_ros.pipeline import STAGES, Pipeline, Result
+from ivfusion_ros.ros.conversions import status_fields  # pure Python: the node's status semantics
 
 __all__ = ["REPORT_SCHEMA", "DropRecord", "FrameRecord", "ReplayOptions", "ReplayReport", "output_topics",
            "replay_bag"]
@@ -105,6 +108,7 @@ class FrameRecord:
     thermal_stamp_ns: int
     rgb_stamp_ns: int
     sync_skew: float
+    mode: str
     variant: str
     regime: str
     illumination: float
@@ -119,8 +123,8 @@ class FrameRecord:
         s = result.summary()
         th_ns, rgb_ns = pair.stamps
         return cls(index=index, stamp=ns_to_sec(rgb_ns), stamp_ns=rgb_ns, thermal_stamp_ns=th_ns, rgb_stamp_ns=rgb_ns,
-                   sync_skew=round(ns_to_sec(th_ns - rgb_ns), 9), variant=s["variant"], regime=s["regime"],
-                   illumination=s["illumination"], glare_fraction=s["glare_fraction"],
+                   sync_skew=round(ns_to_sec(th_ns - rgb_ns), 9), mode=s.get("mode", "fused"), variant=s["variant"],
+                   regime=s["regime"], illumination=s["illumination"], glare_fraction=s["glare_fraction"],
                    num_detections=len(s["detections"]), detections=s["detections"], timings_ms=s["timings_ms"],
                    latency_ms=round(result.latency_ms, 3))
 
@@ -322,7 +326,7 @@ class _Replay:
             self.publish(pair, result, log_ns, (time.perf_counter() - t0) * 1e3)
 
     def publish(self, pair: Pair[_Item], result: Result, log_ns: int, elapsed_ms: float) -> None:
-        writer, store, report = self.writer, self.writer.store, self.report
+        writer, store, report = self.writer, self.writer.store, self.report  # type: ignore[union-attr]
         assert writer is not None
         stamp, frame_id = pair.stamps[RGB], pair.items[RGB].msg.frame_id
         topics = self.out_topics
@@ -332,19 +336,10 @@ class _Replay:
         ids = dets.names() if self.cfg.node.class_id_format == "name" else [str(int(i)) for i in dets.class_ids]
         writer.write(topics["detections"], detections_msg(store, dets.boxes, dets.scores, ids, stamp, frame_id),
                      log_ns)
-        drops = dict(sorted(self.drop_counts.items()))
-        timings = dict(result.timings)
-        fields = {
-            "variant": result.variant, "regime": result.regime, "mode": "fused",
-            "illumination": float(result.illumination), "glare_fraction": float(result.glare_fraction),
-            "sync_skew": abs(ns_to_sec(pair.skew_ns)),
-            "stage_names": list(timings), "stage_latency_ms": list(timings.values()),
-            "latency_ms": float(result.latency_ms), "end_to_end_ms": float(elapsed_ms),
-            "frames_in_thermal": report.received["thermal"], "frames_in_rgb": report.received["rgb"],
-            "frames_fused": report.fused, "frames_dropped": sum(drops.values()),
-            "drop_reasons": list(drops), "drop_counts": list(drops.values()),
-            "detections": len(dets), "detector": self.describe[0], "device": self.describe[1],
-        }
+        fields = status_fields(
+            result, mode="fused", sync_skew=ns_to_sec(pair.skew_ns), end_to_end_ms=elapsed_ms,
+            frames_in_thermal=report.received["thermal"], frames_in_rgb=report.received["rgb"],
+            frames_fused=report.fused, drops=self.drop_counts, detector=self.describe[0], device=self.describe[1])
         writer.write(topics["status"], status_msg(store, fields, stamp, frame_id), log_ns)
 
 

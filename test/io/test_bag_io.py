@@ -11,6 +11,7 @@ import pytest
 from rosbags.rosbag1 import Writer as Writer1
 from rosbags.typesys import Stores, get_typestore
 
+from ivfusion_ros.detect.base import Detections
 from ivfusion_ros.errors import InputError
 from ivfusion_ros.io.bag import (
     BagError,
@@ -24,6 +25,7 @@ from ivfusion_ros.io.bag import (
     status_msg,
 )
 from ivfusion_ros.io.rostypes import typestore
+from ivfusion_ros.ros import conversions
 
 T0 = 1_700_000_000_000_000_000
 STORE = typestore("jazzy")
@@ -64,6 +66,42 @@ def test_image_round_trip(encoding: str, bigendian: bool, pad: int) -> None:
     assert enc == {"8UC1": "mono8", "16UC1": "mono16"}.get(encoding, encoding)
     assert out.dtype == img.dtype and out.dtype.isnative and out.flags.writeable
     np.testing.assert_array_equal(out, img)
+
+
+@pytest.mark.parametrize("pad", [0, 3])
+@pytest.mark.parametrize("encoding", list(SAMPLES))
+def test_same_decoding_as_the_node(encoding: str, pad: int) -> None:
+    """The replay and the node (ros/conversions.py, cv_bridge-free) read every message alike."""
+    msg = _raw_image(SAMPLES[encoding], encoding, bigendian=True, pad=pad)
+    ours, node = image_from_msg(msg), conversions.image_msg_to_array(msg)
+    assert ours[1] == node[1]
+    np.testing.assert_array_equal(ours[0], node[0])
+    bad = dataclasses.replace(msg, step=1)
+    with pytest.raises(InputError) as a:
+        image_from_msg(bad)
+    with pytest.raises(InputError) as b:
+        conversions.image_msg_to_array(bad)
+    assert a.value.reason == b.value.reason
+    fields = conversions.image_fields(SAMPLES[encoding], encoding)
+    written = image_msg(STORE, SAMPLES[encoding], encoding, T0)
+    assert (written.height, written.width, written.encoding, written.is_bigendian, written.step) == (
+        fields.height, fields.width, fields.encoding, fields.is_bigendian, fields.step)
+    assert bytes(written.data) == fields.data
+
+
+def test_same_compressed_decoding_and_detections_as_the_node() -> None:
+    for img, enc, codec in ((SAMPLES["mono16"], "mono16", "png"), (SAMPLES["rgb8"], "rgb8", "jpeg")):
+        msg = compressed_msg(STORE, img, enc, T0, codec=codec)
+        ours, node = image_from_msg(msg), conversions.compressed_msg_to_array(msg)
+        assert ours[1] == node[1]
+        np.testing.assert_array_equal(ours[0], node[0])
+    dets = Detections(np.array([[1, 2, 11, 22], [5, 5, 9, 7]], np.float32), np.array([0.75, 0.5], np.float32),
+                      np.array([0, 1]), ("person", "car"))
+    arr = detections_msg(STORE, dets.boxes, dets.scores, dets.names(), T0)
+    for d, f in zip(arr.detections, conversions.detections_to_fields(dets, "name"), strict=True):
+        assert (d.bbox.center.position.x, d.bbox.center.position.y, d.bbox.size_x, d.bbox.size_y, d.id) == (
+            f.cx, f.cy, f.size_x, f.size_y, f.id)
+        assert (d.results[0].hypothesis.class_id, d.results[0].hypothesis.score) == (f.class_id, pytest.approx(f.score))
 
 
 def test_image_msg_writes_what_image_from_msg_reads() -> None:

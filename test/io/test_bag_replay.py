@@ -22,8 +22,8 @@ runner = CliRunner()
 N = 6
 W, H = 64, 48
 FAST = ["--detector", "none", "--set", "runtime.device=cpu", "--set", "runtime.threads=1"]
-FRAME_KEYS = {"index", "stamp", "stamp_ns", "thermal_stamp_ns", "rgb_stamp_ns", "sync_skew", "variant", "regime",
-              "illumination", "glare_fraction", "num_detections", "detections", "timings_ms", "latency_ms"}
+FRAME_KEYS = {"index", "stamp", "stamp_ns", "thermal_stamp_ns", "rgb_stamp_ns", "sync_skew", "mode", "variant",
+              "regime", "illumination", "glare_fraction", "num_detections", "detections", "timings_ms", "latency_ms"}
 
 
 def _invoke(*args: str):
@@ -255,3 +255,18 @@ def test_make_bag_cli_options(tmp_path: Path, pairs: tuple[Path, Path]) -> None:
     assert res.exit_code == 1 and "--jitter" in res.output
     res = _invoke("make-bag", "--ir", pairs[0], "--vis", pairs[1], "--out", tmp_path / "h.mcap")
     assert res.exit_code == 1 and "exists already" in res.output
+
+
+def test_thermal_gap_resets_the_agc_like_the_node(tmp_path: Path, pairs: tuple[Path, Path],
+                                                  fast_cfg: PipelineConfig) -> None:
+    src = tmp_path / "in.mcap"
+    make_bag(*pairs, src, MakeBagOptions(rate=0.5))  # 2 s between frames: past node.camera_timeout (1 s)
+    pipeline = Pipeline(fast_cfg)
+    resets = []
+    pipeline.reset = lambda: resets.append(1)  # type: ignore[method-assign]
+    replay_bag(src, fast_cfg, None, tmp_path / "rep", pipeline=pipeline)
+    assert len(resets) == N - 1  # before every pair but the first
+    cfg = update_config(fast_cfg, **{"node.camera_timeout": 5.0})
+    resets.clear()
+    replay_bag(src, cfg, None, tmp_path / "rep", pipeline=pipeline)
+    assert resets == []
