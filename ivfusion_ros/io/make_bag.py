@@ -32,8 +32,9 @@ import cv2
 import numpy as np
 
 from ivfusion_ros.errors import ConfigError
-from ivfusion_ros.io.bag import BagWriter, compressed_msg, image_msg
+from ivfusion_ros.io.bag import STORAGES, BagWriter, compressed_msg, image_msg
 from ivfusion_ros.io.images import find_pairs, read_thermal, read_visible
+from ivfusion_ros.io.rostypes import DISTROS
 
 __all__ = [
     "MONO16_OFFSET",
@@ -93,6 +94,10 @@ class MakeBagOptions:
             if not topic.startswith("/") or topic.endswith("/"):
                 raise ConfigError(f"--{name.replace('_', '-')}: expected an absolute topic name like "
                                   f"/thermal/image_raw, got {topic!r}")
+        if self.distro not in DISTROS:
+            raise ConfigError(f"--distro: {self.distro!r} is not one of {', '.join(DISTROS)}")
+        if self.storage not in STORAGES:
+            raise ConfigError(f"--format: {self.storage!r} is not one of {', '.join(STORAGES)}")
         if self.thermal_topic == self.rgb_topic:
             raise ConfigError(f"--thermal-topic and --rgb-topic are both {self.thermal_topic}")
         if self.homography is not None:

@@ -108,3 +108,12 @@ def test_missing_folders(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file or folder"):
         make_bag(tmp_path / "ir", tmp_path / "vis", tmp_path / "x.mcap")
     assert not (tmp_path / "x.mcap").exists()
+
+
+def test_humble_typestore(tmp_path: Path, pairs: tuple[Path, Path]) -> None:
+    make_bag(*pairs, tmp_path / "h", MakeBagOptions(distro="humble", storage="sqlite3"))
+    with BagReader(tmp_path / "h", distro="humble") as bag:
+        m = next(bag.messages(["/thermal/image_raw"]))
+        assert m.decode()[1] == "mono8"
+    with pytest.raises(ConfigError, match="--distro"):
+        MakeBagOptions(distro="iron")
