@@ -39,6 +39,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import yaml
 from rosbags.highlevel import AnyReader
 from rosbags.image import image_to_cvimage
 from rosbags.rosbag2 import StoragePlugin, Writer
@@ -222,12 +223,14 @@ class BagReader:
     @property
     def storage(self) -> str:
         """``mcap``, ``sqlite3`` or ``rosbag1``."""
-        if self.path.suffix == ".bag":
-            return "rosbag1"
-        if self.path.suffix in (".mcap", ".db3"):
-            return "mcap" if self.path.suffix == ".mcap" else "sqlite3"
-        files = {p.suffix for p in self.path.iterdir()}
-        return "mcap" if ".mcap" in files else "sqlite3"
+        suffix = self.path.suffix
+        if suffix in (".bag", ".mcap", ".db3"):
+            return {".bag": "rosbag1", ".mcap": "mcap", ".db3": "sqlite3"}[suffix]
+        try:  # a folder: metadata.yaml names its storage plugin (it was parsed once already by open())
+            meta = yaml.safe_load((self.path / "metadata.yaml").read_text(encoding="utf-8"))
+            return str(meta["rosbag2_bagfile_information"]["storage_identifier"])
+        except Exception as err:
+            raise BagError(f"cannot read {self.path / 'metadata.yaml'}: {err}") from None
 
     @property
     def start_ns(self) -> int:
