@@ -9,6 +9,7 @@ go through :meth:`Pipeline.update_config`, which patches what can be patched and
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +31,10 @@ from ivfusion_ros.runtime.device import resolve_device
 __all__ = ["STAGES", "Pipeline", "Result"]
 
 _log = logging.getLogger(__name__)
+
+# Images from ROS messages and bags are read-only views of the message buffer. The pipeline only reads them
+# (the upload copies them into a float tensor), so torch's warning about non-writable arrays does not apply.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
 
 #: Stage names in processing order, as they appear in ``Result.timings``.
 STAGES = ("preprocess", "register", "illumination", "fuse", "detect", "postprocess")

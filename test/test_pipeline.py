@@ -164,3 +164,15 @@ def test_process_single_errors() -> None:
     assert err.value.reason == "bad_encoding"
     with pytest.raises(InputError, match="needs 3 channel"):
         pipe.process_single(thermal.astype(np.uint8), "rgb")
+
+
+def test_read_only_inputs_are_accepted_without_warnings() -> None:
+    import warnings
+
+    thermal, rgb = _night_frame()
+    thermal.flags.writeable = False
+    rgb.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = Pipeline(_cfg()).process(thermal, rgb)
+    assert res.fused.shape == (96, 128, 3)
