@@ -9,7 +9,6 @@ go through :meth:`Pipeline.update_config`, which patches what can be patched and
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,10 +30,6 @@ from ivfusion_ros.runtime.device import resolve_device
 __all__ = ["STAGES", "Pipeline", "Result"]
 
 _log = logging.getLogger(__name__)
-
-# Images from ROS messages and bags are read-only views of the message buffer. The pipeline only reads them
-# (the upload copies them into a float tensor), so torch's warning about non-writable arrays does not apply.
-warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
 
 #: Stage names in processing order, as they appear in ``Result.timings``.
 STAGES = ("preprocess", "register", "illumination", "fuse", "detect", "postprocess")
@@ -93,6 +88,8 @@ class Result:
 
 def _to_tensor_rgb(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 ``(H, W, 3)`` -> float ``(1, 3, H, W)`` in [0, 1] on ``device`` (one host->device copy)."""
+    if not rgb.flags.writeable:  # a view of a message buffer: torch cannot wrap read-only memory
+        rgb = rgb.copy()
     t = torch.from_numpy(rgb).to(device, non_blocking=True)
     return t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
 
