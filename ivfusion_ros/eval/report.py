@@ -296,8 +296,8 @@ class FramePicker:
 
     ``offer(score, name, make)`` compares ``score`` (a float or a tuple of floats, compared lexicographically;
     NaN makes a frame unranked) with what is kept and calls ``make()`` for the image only when the frame gets in.
-    Ties keep the earlier frame. A frame is shown once: when fewer than ``2 k`` frames were ranked, the worst list
-    holds what the best list does not.
+    Ties keep the earlier frame. A frame is shown once: the worst list holds the lowest scored frames that are not
+    in the best list (so with fewer than ``2 k`` ranked frames it is shorter).
     """
 
     def __init__(self, k: int = 3, dataset: str = "") -> None:
@@ -317,7 +317,8 @@ class FramePicker:
         self._seq += 1
         neg = tuple(-v for v in s)
         into_best = len(self._best) < self.k or (s, -self._seq) > self._best[0][:2]
-        into_worst = len(self._worst) < self.k or (neg, -self._seq) > self._worst[0][:2]
+        # 2 k candidates for the worst list: after removing those shown as best, k remain
+        into_worst = len(self._worst) < 2 * self.k or (neg, -self._seq) > self._worst[0][:2]
         if not (into_best or into_worst):
             return
         image = make()
@@ -326,13 +327,14 @@ class FramePicker:
             (heapq.heappush if len(self._best) < self.k else heapq.heapreplace)(self._best, item)
         if into_worst:
             item = (neg, -self._seq, name, caption, image)
-            (heapq.heappush if len(self._worst) < self.k else heapq.heapreplace)(self._worst, item)
+            (heapq.heappush if len(self._worst) < 2 * self.k else heapq.heapreplace)(self._worst, item)
 
     def thumbnails(self) -> list[Thumbnail]:
         """Best first (highest score first), then worst (lowest score first), without repeats."""
         best = sorted(self._best, key=lambda t: (t[0], t[1]), reverse=True)
         shown = {t[2] for t in best}
         worst = [t for t in sorted(self._worst, key=lambda t: (t[0], t[1]), reverse=True) if t[2] not in shown]
+        worst = worst[: self.k]
         out = [Thumbnail(self.dataset, t[2], "best", t[0], t[3], t[4], i + 1) for i, t in enumerate(best)]
         out += [Thumbnail(self.dataset, t[2], "worst", tuple(-v for v in t[0]), t[3], t[4], i + 1)
                 for i, t in enumerate(worst)]  # fmt: skip

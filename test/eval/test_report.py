@@ -69,14 +69,15 @@ def test_percentiles_and_aggregation() -> None:
 def test_frame_picker_keeps_extremes_and_builds_only_them() -> None:
     made = []
     picker = FramePicker(k=2, dataset="d")
-    scores = [0.5, 0.9, 0.1, 0.7, 0.3, math.nan, 0.8, 0.6]
+    scores = [0.5, 0.9, 0.1, 0.7, 0.3, math.nan, 0.8, 0.6, 0.75]
     for i, s in enumerate(scores):
         picker.offer((s, 0.0), f"f{i}", lambda i=i: made.append(i) or np.zeros((2, 2, 3), np.uint8))
     thumbs = picker.thumbnails()
     assert [(t.kind, t.name, t.rank) for t in thumbs] == [("best", "f1", 1), ("best", "f6", 2),
                                                           ("worst", "f2", 1), ("worst", "f4", 2)]  # fmt: skip
     assert thumbs[2].score == (0.1, 0.0)
-    assert picker.ranked == 7 and made == [0, 1, 2, 3, 4, 6]  # NaN is unranked; 0.6 came when it fit neither list
+    # NaN is unranked; 0.75 fits neither the 2 best nor the 2 k = 4 worst candidates when it comes: not built
+    assert picker.ranked == 8 and made == [0, 1, 2, 3, 4, 6, 7]
     few = FramePicker(k=3)
     for i, s in enumerate((0.2, 0.6)):
         few.offer(s, f"g{i}", lambda: np.zeros((2, 2, 3), np.uint8))
