@@ -22,6 +22,8 @@ removed without bumping ``version``.
     command            str: the command line that produced the report ("" when not given)
     config             {"section.key": value}: the effective base configuration (each variant overrides
                        fusion.variant; baselines override detector.input)
+    environment        {"python", "platform", "cpu_count", "numpy", "opencv", "torch", "torch_threads",
+                        "cuda"}: where it ran (the last four only when loaded)
     detector           null | {"type", "description", "class_names": [...],
                                "evaluated_classes": [...], "notes": [...]}
     metrics            {name: {"higher_is_better": bool}} for every fusion metric in the tables
@@ -344,6 +346,25 @@ class FramePicker:
 # -------------------------------------------------------------------------------------------- the report
 
 
+def _environment() -> dict:
+    """Where the numbers were measured (latency depends on it): Python, platform, CPUs, library versions."""
+    import os
+    import platform
+    import sys
+
+    env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
+                           "cpu_count": os.cpu_count(), "numpy": np.__version__}  # fmt: skip
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:
+        env["opencv"] = cv2.__version__
+    torch = sys.modules.get("torch")  # only when the caller ran the pipeline: never imported for this
+    if torch is not None:
+        env["torch"] = torch.__version__
+        env["torch_threads"] = torch.get_num_threads()
+        env["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return env
+
+
 def build_report(
     frames: Sequence[FrameRecord],
     *,
@@ -395,6 +416,7 @@ def build_report(
         "ivfusion_version": __version__,
         "command": command,
         "config": dict(config or {}),
+        "environment": _environment(),
         "detector": dict(detector) if detector is not None else None,
         "metrics": {m: {"higher_is_better": bool(METRICS.get(m, True))} for m in used_metrics},
         "datasets": ds_out,
@@ -427,13 +449,13 @@ class ReportTable:
     dataset: str = ""
 
 
-def _fmt(v: Any, digits: int = 3) -> str:
-    """Fixed-point with ``digits`` decimals; values too small for that in scientific notation."""
+def _fmt(v: Any, digits: int = 3, sci: bool = True) -> str:
+    """Fixed-point with ``digits`` decimals; with ``sci``, values too small for that in scientific notation."""
     if v is None:
         return "–"
     if isinstance(v, float) and math.isinf(v):
         return "inf"
-    if v != 0 and abs(v) < 0.5 * 10.0 ** (1 - digits):
+    if sci and v != 0 and abs(v) < 0.5 * 10.0 ** (1 - digits):
         return f"{v:.2e}"
     return f"{v:.{digits}f}"
 
@@ -507,7 +529,7 @@ def _latency_table(scope: Mapping[str, Any], title: str, dataset: str) -> Report
     for v, block in variants.items():
         lat = block.get("latency_ms") or {}
         for p in ("p50", "p90", "p99"):
-            rows.append([v, p, *(_fmt((lat.get(s) or {}).get(p), 1) for s in stages)])
+            rows.append([v, p, *(_fmt((lat.get(s) or {}).get(p), 2, sci=False) for s in stages)])
     n = max((block.get("frames", 0) for block in variants.values()), default=0)
     return ReportTable(title, ["variant", "", *stages], rows, set(),
                        f"milliseconds per frame over {n} frame(s) per variant", "latency", dataset)  # fmt: skip
@@ -629,11 +651,11 @@ def plot_timeline(frames: Sequence[FrameRecord], path: Path) -> Path | None:
     handles = [Patch(color=_REGIME_COLOR[r], label=r) for r in regimes]
     h1, l1 = ax1.get_legend_handles_labels()
     h2, l2 = axg.get_legend_handles_labels()
-    ax1.legend(handles + h1 + h2, regimes + l1 + l2, fontsize=7, loc="upper left", bbox_to_anchor=(1.08, 1.0),
+    ax1.legend(handles + h1 + h2, regimes + l1 + l2, fontsize=7, loc="upper left", bbox_to_anchor=(1.14, 1.0),
                frameon=False)
     ax1.set_title("Illumination regime and detections per frame")
     if any(f.num_gt is not None for f in ref):
-        ax2.bar(x, [f.num_gt or 0 for f in ref], 0.8, color="#dddddd", label="ground truth")
+        ax2.bar(x, [f.num_gt or 0 for f in ref], 0.8, color="#dddddd", label="ground truth (scored classes)")
     series = [(v, "-", _palette(i)) for i, v in enumerate(variants)]
     series += [(b, "--", c) for b, c in (("ir_only", "#555555"), ("vis_only", "#e6a700"))]
     for name, style, color in series:
@@ -644,9 +666,12 @@ def plot_timeline(frames: Sequence[FrameRecord], path: Path) -> Path | None:
         for f in recs:
             counts[pos[(f.dataset, f.name)]] = len(f.detections)
         ax2.plot(x, counts, style, marker="o", ms=3, lw=1.2, color=color, label=_source_label(name))
+    from matplotlib.ticker import MaxNLocator
+
     ax2.set_ylabel("detections")
     ax2.set_ylim(bottom=0)
-    ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.08, 1.0), frameon=False)
+    ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.14, 1.0), frameon=False)
     ax2.grid(axis="y", alpha=0.3)
     datasets = list(dict.fromkeys(k[0] for k in keys))
     if len(datasets) > 1:
@@ -714,6 +739,12 @@ def _html(report: Mapping[str, Any], tables: Sequence[ReportTable], out_dir: Pat
     meta = [f"created {e(report['created'])}", f"ivfusion {e(report['ivfusion_version'])}"]
     if det:
         meta.append(f"detector <code>{e(str(det.get('description') or det.get('type')))}</code>")
+    env = report.get("environment") or {}
+    if env:
+        where = f"{env.get('cpu_count')} CPU(s)"
+        where += f", torch {env['torch_threads']} thread(s)" if env.get("torch_threads") else ""
+        where += f", {env['cuda']}" if env.get("cuda") else ""
+        meta.append(e(where))
     parts.append(f"<p class='meta'>{' · '.join(meta)}</p>")
     if report.get("command"):
         parts.append(f"<p class='meta'>command: <code>{e(report['command'])}</code></p>")
@@ -752,9 +783,10 @@ def _html(report: Mapping[str, Any], tables: Sequence[ReportTable], out_dir: Pat
     thumbs = report.get("thumbnails") or {}
     if thumbs.get("items"):
         parts.append("<h2>Best and worst frames</h2>")
-        parts.append(f"<p class='note'>ranked by: {e(thumbs.get('criterion', ''))}. Panels: thermal (registered) "
-                     "with the IR-only detections, visible with the VIS-only detections, then each fused variant "
-                     "with its detections; thin white boxes are ground truth.</p>")  # fmt: skip
+        parts.append(f"<p class='note'>ranked by: {e(thumbs.get('criterion', ''))}. Panels: thermal (registered), "
+                     "visible, then each fused variant with its detections; where detection is scored, the thermal "
+                     "and visible panels show the IR-only and VIS-only detections and thin white boxes are the "
+                     "ground truth.</p>")  # fmt: skip
         parts.append("<div class='thumbs'>")
         for t in thumbs["items"]:
             cap = (f"<span class='kind-{e(t['kind'])}'>{e(t['kind'])} #{t['rank']}</span> "

@@ -29,8 +29,8 @@ from ivfusion_ros.eval.report import (
 from ivfusion_ros.pipeline import STAGES
 
 #: The documented top-level keys of report.json, version 1.
-TOP_KEYS = {"version", "title", "created", "ivfusion_version", "command", "config", "detector", "metrics",
-            "datasets", "variants", "baselines", "thumbnails", "plots", "notes", "frames"}  # fmt: skip
+TOP_KEYS = {"version", "title", "created", "ivfusion_version", "command", "config", "environment", "detector",
+            "metrics", "datasets", "variants", "baselines", "thumbnails", "plots", "notes", "frames"}  # fmt: skip
 FRAME_KEYS = {"dataset", "name", "index", "stamp", "variant", "input", "regime", "illumination", "glare_fraction",
               "num_detections", "detections", "timings_ms", "fusion_metrics", "num_gt", "matched"}  # fmt: skip
 
