@@ -144,3 +144,26 @@ def test_eval_user_errors_exit_1_with_one_line(tmp_path: Path, args: list[str], 
     squeeze = "".join  # the console wraps long lines, even inside paths: compare without white space
     assert squeeze(message.split()) in squeeze(res.output.split()) and "Traceback" not in res.output
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_eval_yolo_detector_scores_every_shared_class(tmp_path: Path) -> None:
+    """A YOLO model's class table (car, person, dog) against labels (Person, car): both shared classes are scored."""
+    pytest.importorskip("onnx")
+    from detect.tiny_yolo_models import build_model
+
+    model = build_model("yolov8", tmp_path / "tiny.onnx")
+    data = tmp_path / "blobs"
+    write_blob_dataset(data, n=2)
+    out = tmp_path / "out"
+    res = _invoke("eval", str(data), "--variants", "max", "--model", str(model), "--metrics", "EN",
+                  "--set", "detector.class_names=[car, person, dog]", "--set", "runtime.device=cpu",
+                  "--thumbnails", "1", "--out", str(out))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["detector"]["type"] == "yolo" and report["detector"]["class_names"] == ["car", "person", "dog"]
+    assert report["detector"]["evaluated_classes"] == ["Person", "car"]
+    det = report["variants"]["max"]["detection"]
+    assert list(det["per_class"]) == ["Person", "car"] and det["ignored_gt"] == 0 and det["num_gt"] == 10
+    assert det["num_det"] > 0 and 0 <= det["map50"] <= 1
+    assert not any("cannot output" in n for n in report["notes"])
+    assert "--model" in report["command"] and "AP@0.5 car" in res.stdout
