@@ -316,12 +316,11 @@ def evaluate(
         result.detection = {s: e.compute() for s, e in pooled.items() if len(e)}
     det_notes = []
     if pooled_classes:
-        any_metrics = next(iter(result.detection.values()), None)
         skipped = sorted({c for ds in datasets if ds.labels is not None and ds.name in evaluated
                           for c in ds.labels.class_names if c not in evaluated[ds.name]})  # fmt: skip
         msg = f"detection scored on {', '.join(pooled_classes)}"
         if skipped:
-            n = any_metrics.ignored_gt if any_metrics is not None else 0
+            n = sum(next(iter(d.values())).ignored_gt for d in result.dataset_detection.values() if d)
             msg += (f"; the detector cannot output {', '.join(skipped)}, so those {n} ground-truth object(s) "
                     "are not evaluated")  # fmt: skip
         det_notes.append(msg + ".")

@@ -56,9 +56,11 @@ def test_known_map_per_source_and_class_mapping(blobs: Path) -> None:
 
 def test_ground_truth_follows_the_output_size(blobs: Path) -> None:
     cfg = update_config(CPU, **{"registration.output_width": 80, "registration.output_height": 64})
-    res = evaluate([open_dataset(blobs)], cfg, ["max"], metrics=[], detector=BlobDetector(), thumbnails=0)
+    res = evaluate([open_dataset(blobs)], cfg, ["max"], metrics=[], detector=BlobDetector(), thumbnails=0,
+                   warmup=0, sequence=True)  # fmt: skip
     assert res.detection["max"].map50 == 1.0 and res.detection["ir_only"].map50 == 1.0
-    assert all(not f.fusion_metrics for f in res.frames)
+    assert all(not f.fusion_metrics for f in res.frames) and res.thumbnails == []
+    assert not any("reset before each pair" in n for n in res.notes)
 
 
 def test_unreadable_pairs_are_skipped_for_every_source(tmp_path: Path) -> None:
