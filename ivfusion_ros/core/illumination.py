@@ -10,6 +10,8 @@ Why each piece exists:
   is dark, region by region: a lamp-lit pavement keeps its colour while the dark verge takes thermal;
 * the **glare mask** marks saturated light sources (headlights, floodlights) large enough to matter
   (``glare_min_area``); fusion replaces their light effect with thermal structure instead of keeping it.
+  Only at night: the weight fades to zero as the scene level rises to ``day_threshold``, since by day the
+  saturated regions are sky or sunlit surfaces, not light effects.
 
 All maps are computed at a low resolution (about 160 px wide): illumination is smooth by nature, and that
 keeps this stage well under a millisecond. Maps are returned at that resolution; consumers resample them
@@ -96,7 +98,8 @@ class Illumination:
         level: global level in [0, 1]: mean luminance outside glare.
         regime: the tracked regime after this frame.
         map: ``(B, 1, h, w)`` local illumination in [0, 1] at the working resolution.
-        glare: ``(B, 1, h, w)`` soft glare weight in [0, 1] (1 on light sources, fading over their halo).
+        glare: ``(B, 1, h, w)`` soft glare weight in [0, 1] (1 on light sources, fading over their halo),
+            scaled down as the scene level rises from the night to the day threshold (0 by day).
         glare_core: ``(B, 1, h, w)`` bool, the light-source pixels after the minimum-area filter.
         glare_fraction: share of the image covered by glare cores.
     """
@@ -158,4 +161,10 @@ class IlluminationEstimator:
         level = float((mean * outside).sum()) / n if n > 0 else 1.0
         illum = smooth(mean, sigma).clamp_(0.0, 1.0)
         regime = self.tracker.update(level)
+        # Light effects are a problem of dark scenes: by day, saturated regions are sky, snow or sunlit road,
+        # and replacing them with thermal would darken the scene. The glare weight fades out from the night
+        # threshold to the day threshold of the global level.
+        nightness = min(1.0, max(0.0, (cfg.day_threshold - level) / (cfg.day_threshold - cfg.night_threshold)))
+        if nightness < 1.0:
+            glare = glare.mul_(nightness)
         return Illumination(level, regime, illum, glare, core > 0, glare_fraction)

@@ -79,3 +79,12 @@ def test_run_time_threshold_change_keeps_state() -> None:
     assert est(_scene(0.2)).regime is Regime.DUSK
     est.update_config(IlluminationConfig(night_threshold=0.25, day_threshold=0.5, hysteresis=0.0))
     assert est(_scene(0.2)).regime is Regime.NIGHT
+
+
+def test_glare_weight_only_at_night() -> None:
+    night = IlluminationEstimator(IlluminationConfig())(_scene(0.05, lamp=(60, 200, 20)))
+    day = IlluminationEstimator(IlluminationConfig())(_scene(0.6, lamp=(60, 200, 20)))
+    assert day.regime is Regime.DAY and night.regime is Regime.NIGHT
+    assert float(night.glare.max()) > 0.9
+    assert float(day.glare.max()) == 0.0
+    assert day.glare_fraction == pytest.approx(night.glare_fraction)  # the saturated area is still reported
