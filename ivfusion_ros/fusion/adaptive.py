@@ -60,20 +60,22 @@ class AdaptiveFuser(LuminanceFuser):
         cfg = self.cfg
         h, w = vis_y.shape[-2:]
         levels = max_levels(h, w, cfg.levels)
-        lap_ir = laplacian_pyramid(ir, levels)
-        lap_vis = laplacian_pyramid(vis_y, levels)
+        # both sources as the two channels of one pyramid: every filter pass runs once over both
+        lap = laplacian_pyramid(torch.cat((ir, vis_y), dim=1), levels)
 
         fused = []
-        for d_ir, d_vis in zip(lap_ir[:-1], lap_vis[:-1]):
-            illum, glare = ctx.maps_at(tuple(d_ir.shape[-2:]))
+        for d in lap[:-1]:
+            illum, glare = ctx.maps_at(tuple(d.shape[-2:]))
             a_vis = 1.0 - DARK_DETAIL_DISCOUNT * darkness(illum, cfg.dark_level, cfg.bright_level)
-            d_vis = d_vis * ((1.0 - cfg.glare_suppression * glare) * a_vis)  # light effects, dark noise
-            e_ir = box_blur(d_ir * d_ir, ENERGY_WINDOW)
-            e_vis = box_blur(d_vis * d_vis, ENERGY_WINDOW)
+            d_ir = d[:, 0:1]
+            d_vis = d[:, 1:2] * ((1.0 - cfg.glare_suppression * glare) * a_vis)  # light effects, dark noise
+            both = torch.cat((d_ir, d_vis), dim=1)
+            energy = box_blur(both * both, ENERGY_WINDOW)
+            e_ir, e_vis = energy[:, 0:1], energy[:, 1:2]
             w_d = e_ir / (e_ir + e_vis + _EPS)
             fused.append(cfg.detail_gain * (w_d * d_ir + (1.0 - w_d) * d_vis))
 
-        b_ir, b_vis = lap_ir[-1], lap_vis[-1]
+        b_ir, b_vis = lap[-1][:, 0:1], lap[-1][:, 1:2]
         illum, glare = ctx.maps_at(tuple(b_ir.shape[-2:]))
         s = darkness(illum, cfg.dark_level, cfg.bright_level)
         w_b = cfg.ir_weight_bright + (cfg.ir_weight_dark - cfg.ir_weight_bright) * s

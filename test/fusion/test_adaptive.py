@@ -8,16 +8,30 @@ import torch
 from reference_adaptive import adaptive_reference
 
 from ivfusion_ros.config import FusionConfig, IlluminationConfig
+from ivfusion_ros.core.filters import sep_filter
 from ivfusion_ros.core.illumination import IlluminationEstimator
 from ivfusion_ros.fusion import FusionContext, create_fuser
 from ivfusion_ros.fusion.adaptive import normalize_light
-from ivfusion_ros.fusion.pyramid import laplacian_pyramid, reconstruct
+from ivfusion_ros.fusion.pyramid import BURT_TAPS, laplacian_pyramid, pyr_down, pyr_up, reconstruct
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (101, 77), (9, 13)])
 def test_pyramid_reconstructs_exactly(shape) -> None:
     x = torch.rand(2, 1, *shape)
     np.testing.assert_allclose(reconstruct(laplacian_pyramid(x, 5)), x, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(64, 80), (17, 9), (5, 3), (3, 3), (2, 7), (1, 5)])
+def test_fast_pyramid_steps_equal_their_definitions(shape) -> None:
+    """pyr_down = blur then keep even pixels; pyr_up = insert zeros then blur with twice the taps."""
+    x = torch.rand(2, 3, *shape)
+    np.testing.assert_allclose(pyr_down(x), sep_filter(x, BURT_TAPS)[..., ::2, ::2], atol=1e-6)
+    h, w = shape
+    stuffed = x.new_zeros((2, 3, 2 * h, 2 * w))
+    stuffed[..., ::2, ::2] = x
+    direct = sep_filter(stuffed, tuple(2 * t for t in BURT_TAPS))
+    for size in [(2 * h, 2 * w), (2 * h - 1, 2 * w - 1)]:
+        np.testing.assert_allclose(pyr_up(x, size), direct[..., : size[0], : size[1]], atol=1e-6)
 
 
 def _inputs(night_pair):
