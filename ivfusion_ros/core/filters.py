@@ -84,11 +84,25 @@ def box_blur(x: torch.Tensor, size: int) -> torch.Tensor:
     return sep_filter(x, (1.0 / size,) * size)
 
 
+def _running_max(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """Max over windows of ``size`` along ``dim`` (output shorter by ``size - 1``) in O(log size) passes.
+
+    Windows of 1, 2, 4, ... are built by doubling; a window of ``size`` is the max of two overlapping
+    power-of-two windows. ``max_pool2d`` with a 1-D kernel is ~10x slower on the CPU for these small maps.
+    """
+    n_out = x.shape[dim] - size + 1
+    m, p = x, 1
+    while 2 * p <= size:
+        m = torch.maximum(m.narrow(dim, 0, m.shape[dim] - p), m.narrow(dim, p, m.shape[dim] - p))
+        p *= 2
+    return torch.maximum(m.narrow(dim, 0, n_out), m.narrow(dim, size - p, n_out))
+
+
 def max_filter(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Grey dilation with a ``size`` x ``size`` square (odd ``size``), as two 1-D passes (O(size), not O(size^2))."""
+    """Grey dilation with a ``size`` x ``size`` square (odd ``size``), as two 1-D passes, replicated borders."""
     r = size // 2
-    x = F.max_pool2d(F.pad(x, (r, r, 0, 0), mode="replicate"), (1, size), stride=1)
-    return F.max_pool2d(F.pad(x, (0, 0, r, r), mode="replicate"), (size, 1), stride=1)
+    x = _running_max(F.pad(x, (r, r, 0, 0), mode="replicate"), size, 3)
+    return _running_max(F.pad(x, (0, 0, r, r), mode="replicate"), size, 2)
 
 
 def min_filter(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -14,7 +14,8 @@ Why each piece exists:
   saturated regions are sky or sunlit surfaces, not light effects.
 
 All maps are computed at a low resolution (about 160 px wide): illumination is smooth by nature, and that
-keeps this stage well under a millisecond. Maps are returned at that resolution; consumers resample them
+keeps the map work small; the only full-resolution passes are one threshold and two block poolings (about
+2 ms at 640x512 on one CPU core). Maps are returned at that resolution; consumers resample them
 to the size they work at (:meth:`FusionContext.maps_at <ivfusion_ros.fusion.base.FusionContext.maps_at>`).
 """
 
@@ -136,9 +137,12 @@ class IlluminationEstimator:
         saturated = (y >= cfg.glare_threshold).to(y.dtype)
         if f > 1:
             mean = F.avg_pool2d(y, f, stride=f, ceil_mode=True)
-            core = (F.avg_pool2d(saturated, f, stride=f, ceil_mode=True) > 0).to(y.dtype)  # any saturated pixel
+            # saturated pixels per block (a sum: divisor 1); a block with any is a candidate light source
+            n_saturated = F.avg_pool2d(saturated, f, stride=f, ceil_mode=True, divisor_override=1)
+            core = (n_saturated > 0).to(y.dtype)
         else:
             mean, core = y, saturated
+            n_saturated = saturated
         hs, ws = mean.shape[-2:]
 
         # Minimum area as an opening: a blob survives when it contains a square of the minimum area.
@@ -146,10 +150,8 @@ class IlluminationEstimator:
         k = 2 * int(side / 2) + 1
         if k >= 3:
             core = max_filter(min_filter(core, k), k)
-        if f == 1:
-            glare_fraction = float(core.mean())
-        else:  # count the saturated pixels inside surviving blobs at full resolution
-            glare_fraction = float((saturated * F.interpolate(core, size=(h, w), mode="nearest")).mean())
+        # the saturated pixels inside surviving blobs, as a share of the full-resolution image
+        glare_fraction = float((n_saturated * core).sum()) / (y.shape[0] * h * w)
         # Soft weight: the cores dilated by their own size plus a halo, then blurred, so the bloom around a
         # headlight is treated as glare too while the weight falls off smoothly (no seams in the fusion).
         halo = 2 * max(k, 3) + 1

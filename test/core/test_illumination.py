@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ivfusion_ros.config import IlluminationConfig
+from ivfusion_ros.core.filters import max_filter, min_filter
 from ivfusion_ros.core.illumination import IlluminationEstimator, Regime, RegimeTracker
 
 
@@ -88,3 +90,21 @@ def test_glare_weight_only_at_night() -> None:
     assert float(night.glare.max()) > 0.9
     assert float(day.glare.max()) == 0.0
     assert day.glare_fraction == pytest.approx(night.glare_fraction)  # the saturated area is still reported
+
+
+@pytest.mark.parametrize("size", [1, 3, 5, 7, 15, 31])
+def test_max_min_filters_equal_max_pooling(size: int) -> None:
+    x = torch.rand(2, 1, 37, 53)
+    r = size // 2
+    ref = F.max_pool2d(F.pad(x, (r, r, 0, 0), mode="replicate"), (1, size), stride=1)
+    ref = F.max_pool2d(F.pad(ref, (0, 0, r, r), mode="replicate"), (size, 1), stride=1)
+    torch.testing.assert_close(max_filter(x, size), ref, rtol=0, atol=0)
+    torch.testing.assert_close(min_filter(-x, size), -ref, rtol=0, atol=0)
+
+
+def test_glare_fraction_counts_saturated_pixels_in_surviving_blobs() -> None:
+    y = torch.full((1, 1, 480, 640), 0.1)
+    y[..., 100:140, 200:260] = 1.0  # a lamp: 2400 px, well above the minimum area
+    y[..., 300, 300] = 1.0  # a hot pixel: below the minimum area, not glare
+    ill = IlluminationEstimator(IlluminationConfig())(y)
+    assert ill.glare_fraction == pytest.approx(2400 / (480 * 640))
