@@ -1,4 +1,4 @@
-"""The ``ivfusion`` command: demo, fusing image folders, configuration and variant listings, benchmarks.
+"""The ``ivfusion`` command: demo, fusing image folders, evaluation, configuration and variant listings, benchmarks.
 
 Every command builds the same :class:`~ivfusion_ros.pipeline.Pipeline` the ROS node runs, from the same
 YAML. Errors the user can fix (:class:`~ivfusion_ros.errors.IvfusionError`) print one line and exit 1.
@@ -235,6 +235,56 @@ def replay_cmd(
     opts = ReplayOptions(thermal_topic=thermal_topic, rgb_topic=rgb_topic, namespace=namespace,
                          write_inputs=write_inputs, storage=fmt, distro=distro, overwrite=overwrite)
     run_replay(bag, build_config(config, sets, variant, detector), out, report, opts, console)
+
+@app.command("eval")
+@handle_errors
+def eval_cmd(
+    dataset: str | None = typer.Argument(
+        None, metavar="DATASET[,DATASET...]",
+        help="Data set folder(s), comma-separated: each with ir/ and vi/ image folders and optional labels "
+             "(labels/ YOLO with classes.txt, Annotations/ VOC xml, or a COCO json)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for report.json, report.html, report.md."),
+    variants: str = typer.Option("adaptive,average,max", "--variants",
+                                 help="Comma-separated fusion variants to compare (the first ranks best/worst)."),
+    detector: str | None = DetectorOpt,
+    model: Path | None = typer.Option(None, "--model", "-m", help="ONNX model for --detector yolo."),
+    config: Path | None = ConfigOpt,
+    sets: list[str] | None = SetOpt,
+    limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Only the first N pairs of each data set."),
+    ir: Path | None = typer.Option(None, "--ir", help="Thermal image folder (instead of DATASET/ir)."),
+    vis: Path | None = typer.Option(None, "--vis", help="Visible image folder (instead of DATASET/vi)."),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="Label folder (YOLO txt or VOC xml; e.g. labels/infrared) or COCO json file; "
+                               "relative paths are also looked up in each data set."),
+    classes: Path | None = typer.Option(None, "--classes", help="classes.txt for YOLO/VOC labels."),
+    metrics: str | None = typer.Option(None, "--metrics", help="Comma-separated fusion metrics (default: all)."),
+    thumbnails: int = typer.Option(3, "--thumbnails", min=0, help="Best and worst frames shown per data set."),
+    warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed frames per pipeline at the start of a data set."),
+    sequence: bool = typer.Option(False, "--sequence",
+                                  help="Pairs are frames of one recording: keep regime and AGC state between them."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw the latency and timeline plots."),
+) -> None:
+    """Compare fusion variants: fusion metrics, detection mAP (IR only, VIS only, each variant), latency.
+
+    Writes report.json, a self-contained report.html and report.md into --out, and prints the tables.
+    """
+    from ivfusion_ros.cli.eval import command_line, run_eval
+
+    extra: dict[str, Any] = {}
+    if model is not None:
+        if detector not in (None, "yolo"):
+            raise ConfigError(f"--model is for --detector yolo, not {detector!r}")
+        extra = {"detector.type": "yolo", "detector.model": str(model)}
+    cfg = build_config(config, sets, detector=detector, extra=extra)
+    command = command_line(dataset, {
+        "--variants": variants, "--detector": detector, "--model": model, "--config": config, "--set": sets or [],
+        "--ir": ir, "--vis": vis, "--labels": labels, "--classes": classes, "--limit": limit, "--metrics": metrics,
+        "--thumbnails": thumbnails if thumbnails != 3 else None, "--warmup": warmup if warmup != 1 else None,
+        "--sequence": sequence, "--no-plots": not plots, "--out": out,
+    })  # fmt: skip
+    run_eval(dataset, cfg, out, variants=variants, ir=ir, vis=vis, labels=labels, classes=classes, limit=limit,
+             metrics=metrics, thumbnails=thumbnails, warmup=warmup, sequence=sequence, plots=plots,
+             command=command, console=console)
 
 
 @app.command("bench")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import xml.parsers.expat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -122,12 +123,16 @@ def _check_size(image_size: object, path: Path) -> tuple[int, int]:
 
 # ------------------------------------------------------------------------------------------------- YOLO
 
+_NUMBERED = re.compile(r"(\d+)\s*[:\s]\s*(\S.*)")  # "0 person", "1: bicycle"
+
 
 def load_yolo_classes(path: str | Path) -> tuple[str, ...]:
     """Read a YOLO ``classes.txt``: one class name per line, line ``k`` (0-based) naming class ``k``.
 
     Surrounding whitespace is stripped and trailing empty lines are ignored; an empty line between names,
-    a repeated name or a file without names raises :class:`InputError` naming the file and line.
+    a repeated name or a file without names raises :class:`InputError` naming the file and line. Files whose
+    every line starts with its own index (``0 person``, ``1: bicycle``, ... in order from 0, as some data sets
+    ship them, MSRS's detection labels among them) give the names without the index.
     """
     path = Path(path)
     lines = _read_text(path).splitlines()
@@ -143,6 +148,9 @@ def load_yolo_classes(path: str | Path) -> tuple[str, ...]:
         if name in names:
             raise InputError(f"{path}:{no}: class name {name!r} repeats line {names.index(name) + 1}")
         names.append(name)
+    numbered = [_NUMBERED.fullmatch(n) for n in names]
+    if all(m is not None and int(m.group(1)) == k for k, m in enumerate(numbered)):
+        return tuple(m.group(2) for m in numbered)  # type: ignore[union-attr]
     return tuple(names)
 
 

@@ -78,6 +78,16 @@ def test_yolo_image_size_and_class_file_errors(tmp_path: Path) -> None:
         load_yolo_classes(classes)
 
 
+def test_yolo_classes_with_index_prefixes(tmp_path: Path) -> None:
+    classes = tmp_path / "classes.txt"
+    classes.write_text("0 person\n1 bicycle\n2: traffic light\n")
+    assert load_yolo_classes(classes) == ("person", "bicycle", "traffic light")
+    classes.write_text("1 person\n2 car\n")  # not numbered from 0: names taken as written
+    assert load_yolo_classes(classes) == ("1 person", "2 car")
+    classes.write_text("0 person\ncar\n")  # not every line numbered
+    assert load_yolo_classes(classes) == ("0 person", "car")
+
+
 # -------------------------------------------------------------------------------------------------- VOC
 
 _VOC = """<?xml version="1.0" encoding="utf-8"?>
