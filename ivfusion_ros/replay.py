@@ -72,7 +72,7 @@ from ivfusion_ros.pipeline import STAGES, Pipeline, Result
 from ivfusion_ros.ros.conversions import status_fields  # pure Python: the node's status semantics
 
 __all__ = ["REPORT_SCHEMA", "DropRecord", "FrameRecord", "ReplayOptions", "ReplayReport", "latency_summary",
-           "output_topics", "replay_bag"]
+           "output_topics", "replay_bag", "require_fused"]
 
 REPORT_SCHEMA = "ivfusion.replay/1"
 CAMERAS = ("thermal", "rgb")  # index THERMAL, RGB
@@ -428,3 +428,15 @@ def replay_bag(
     if report_dir is not None:
         report.write(report_dir)
     return report
+
+
+def require_fused(report: ReplayReport) -> None:
+    """Raise :class:`InputError` when no pair of the bag could be fused.
+
+    A replay that fused nothing ran without error but almost always means wrong topics or a too small
+    ``sync.slop``: the single-bag command and the fleet both treat it as a failure of that bag.
+    """
+    if report.fused == 0:
+        drops = report.drops_by_reason()
+        raise InputError(f"no pair of {report.topics['thermal']} and {report.topics['rgb']} could be fused "
+                         f"(drops: {drops or 'none'}); check the topics and sync.slop", reason="unpaired")
