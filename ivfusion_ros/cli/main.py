@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ivfusion_ros import __version__
@@ -44,7 +45,7 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except IvfusionError as err:
-            console.print(f"[bold red]error:[/] {err}")
+            console.print(f"[bold red]error:[/] {escape(str(err))}")  # messages hold paths, [extras]...
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

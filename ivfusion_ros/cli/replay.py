@@ -7,11 +7,12 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from ivfusion_ros.cli.progress import progress_bar
 from ivfusion_ros.config import PipelineConfig
 from ivfusion_ros.errors import IvfusionError
-from ivfusion_ros.fleet import BagJob, BagResult, FleetReport, RayOptions, replay_fleet
+from ivfusion_ros.fleet import BagJob, BagResult, FleetReport, RayOptions, import_ray, replay_fleet
 from ivfusion_ros.replay import ReplayOptions, ReplayReport, replay_bag, require_fused
 
 __all__ = ["run_fleet", "run_replay"]
@@ -38,12 +39,14 @@ def run_replay(bag: Path, cfg: PipelineConfig, out: Path | None, report_dir: Pat
 
 
 def _bag_line(r: BagResult) -> str:
+    """One line of console markup for a replayed bag (file names and messages escaped)."""
+    name = escape(r.name)
     if r.report is None:
-        return f"[red]{r.name}: failed[/] ({r.error_type}: {r.error})"
+        return f"[red]{name}: failed[/] ({r.error_type}: {escape(str(r.error))})"
     t = r.report.to_dict()["totals"]
-    line = (f"{r.name}: {t['messages']['thermal']} + {t['messages']['rgb']} msgs -> {t['fused']} fused, "
+    line = (f"{name}: {t['messages']['thermal']} + {t['messages']['rgb']} msgs -> {t['fused']} fused, "
             f"{t['dropped_messages']} dropped, {r.wall_s:.1f} s on {r.worker}")
-    return line if r.ok else f"[red]{r.name}: failed[/] ({r.error}); {line}"
+    return line if r.ok else f"[red]{name}: failed[/] ({escape(str(r.error))}); {line}"
 
 
 def run_fleet(bags: Sequence[Path], cfg: PipelineConfig, out_dir: Path | None, report_dir: Path | None,
@@ -51,6 +54,7 @@ def run_fleet(bags: Sequence[Path], cfg: PipelineConfig, out_dir: Path | None, r
     """Replay several bags (in this process, or one Ray task each), print a line per bag as it completes and the
     totals, write the fleet report. Fails (IvfusionError, exit code 1) when any bag failed, after the report."""
     if ray is not None:
+        import_ray()  # before saying anything
         console.print("replay: " + (f"Ray cluster {ray.address}" if ray.address else "local Ray")
                       + f", one task per bag, {len(bags)} bag(s)")
 
