@@ -88,6 +88,12 @@ class RayOptions:
     address: str | None = None
     cpus: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.address and self.cpus is not None:
+            raise ConfigError("--ray-cpus sizes a local Ray; a cluster (--ray-address) has its own CPUs")
+        if self.cpus is not None and self.cpus < 1:
+            raise ConfigError(f"--ray-cpus: expected at least 1 CPU, got {self.cpus}")
+
 
 @dataclass(frozen=True)
 class BagJob:
@@ -191,9 +197,7 @@ def _run_ray(jobs: list[BagJob], cfg: PipelineConfig, opts: ReplayOptions, ray_o
     started = False
     if not ray.is_initialized():
         if ray_opts.address:
-            if ray_opts.cpus is not None:
-                raise ConfigError("--ray-cpus sizes a local Ray; a cluster (--ray-address) has its own CPUs")
-            ray.init(address=ray_opts.address, log_to_driver=True)
+            ray.init(address=ray_opts.address)
         else:  # a private instance for this run: no dashboard, no usage report sent anywhere
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             ray.init(num_cpus=ray_opts.cpus, include_dashboard=False)

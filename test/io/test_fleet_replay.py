@@ -210,6 +210,9 @@ def test_cli_option_errors(tmp_path: Path, two_bags: list[Path], monkeypatch: py
     assert res.exit_code == 1 and "--out is a folder" in " ".join(res.output.split())
     res = _invoke("replay", *two_bags, "--out", tmp_path / "o", "--ray-cpus", "2", *FAST)
     assert res.exit_code == 1 and "go with --ray" in res.output
+    res = _invoke("replay", *two_bags, "--out", tmp_path / "o", "--ray", "--ray-address", "auto", "--ray-cpus", "2",
+                  *FAST)
+    assert res.exit_code == 1 and "has its own CPUs" in res.output
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed: `import ray` fails
     res = _invoke("replay", *two_bags, "--out", tmp_path / "o", "--ray", *FAST)
     assert res.exit_code == 1
