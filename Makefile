@@ -1,7 +1,8 @@
 # Two commands for a fresh machine:
 #   make demo   installs into .venv and runs the demo on the embedded synthetic night scene (-> demo_out/)
-#   make test   installs, lints and runs the tests twice: with current numpy/OpenCV (.venv) and with what
-#               ROS 2 Humble/Jazzy ship, numpy 1.x and OpenCV 4.6 (.venv-ros)
+#   make test   installs, lints and runs the tests twice: with current numpy/OpenCV and Ray (.venv) and with
+#               what ROS 2 Humble/Jazzy ship, numpy 1.x and OpenCV 4.6, without the optional Ray (.venv-ros:
+#               the Ray tests skip there, so the package is also tested as most users install it)
 PYTHON ?= python3
 VENV ?= .venv
 ROS_VENV ?= .venv-ros
@@ -15,7 +16,7 @@ PIP_FLAGS ?= -q --disable-pip-version-check
 $(VENV)/.installed: setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) $(TORCH)
-	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[dev]'
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[dev,ray]'
 	touch $@
 
 $(ROS_VENV)/.installed: setup.cfg setup.py pyproject.toml

@@ -46,7 +46,7 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -71,8 +71,8 @@ from ivfusion_ros.io.bag import (
 from ivfusion_ros.pipeline import STAGES, Pipeline, Result
 from ivfusion_ros.ros.conversions import status_fields  # pure Python: the node's status semantics
 
-__all__ = ["REPORT_SCHEMA", "DropRecord", "FrameRecord", "ReplayOptions", "ReplayReport", "output_topics",
-           "replay_bag"]
+__all__ = ["REPORT_SCHEMA", "DropRecord", "FrameRecord", "ReplayOptions", "ReplayReport", "latency_summary",
+           "output_topics", "replay_bag", "require_fused"]
 
 REPORT_SCHEMA = "ivfusion.replay/1"
 CAMERAS = ("thermal", "rgb")  # index THERMAL, RGB
@@ -129,6 +129,25 @@ class FrameRecord:
                    latency_ms=round(result.latency_ms, 3))
 
 
+def latency_summary(frames: Sequence[FrameRecord]) -> dict[str, dict[str, float]]:
+    """mean/p50/p90/p99/max milliseconds per pipeline stage and in ``total`` over ``frames`` (``{}`` if none).
+
+    Percentiles are numpy's (linear interpolation) over the frames given, so a fleet's are computed over all
+    of its frames, never averaged from per-bag percentiles.
+    """
+    if not frames:
+        return {}
+    series = {stage: [f.timings_ms.get(stage, 0.0) for f in frames] for stage in STAGES}
+    series["total"] = [f.latency_ms for f in frames]
+    out = {}
+    for name, values in series.items():
+        v = np.asarray(values, np.float64)
+        p50, p90, p99 = np.percentile(v, (50, 90, 99))
+        out[name] = {"mean": round(float(v.mean()), 3), "p50": round(float(p50), 3),
+                     "p90": round(float(p90), 3), "p99": round(float(p99), 3), "max": round(float(v.max()), 3)}
+    return out
+
+
 @dataclass
 class DropRecord:
     """One dropped input message in the report."""
@@ -174,17 +193,7 @@ class ReplayReport:
 
     def latency_summary(self) -> dict[str, dict[str, float]]:
         """mean/p50/p90/p99/max milliseconds per stage and in total (empty without frames)."""
-        if not self.frames:
-            return {}
-        series = {stage: [f.timings_ms.get(stage, 0.0) for f in self.frames] for stage in STAGES}
-        series["total"] = [f.latency_ms for f in self.frames]
-        out = {}
-        for name, values in series.items():
-            v = np.asarray(values, np.float64)
-            p50, p90, p99 = np.percentile(v, (50, 90, 99))
-            out[name] = {"mean": round(float(v.mean()), 3), "p50": round(float(p50), 3),
-                         "p90": round(float(p90), 3), "p99": round(float(p99), 3), "max": round(float(v.max()), 3)}
-        return out
+        return latency_summary(self.frames)
 
     def to_dict(self) -> dict[str, Any]:
         n = len(self.frames)
@@ -419,3 +428,15 @@ def replay_bag(
     if report_dir is not None:
         report.write(report_dir)
     return report
+
+
+def require_fused(report: ReplayReport) -> None:
+    """Raise :class:`InputError` when no pair of the bag could be fused.
+
+    A replay that fused nothing ran without error but almost always means wrong topics or a too small
+    ``sync.slop``: the single-bag command and the fleet both treat it as a failure of that bag.
+    """
+    if report.fused == 0:
+        drops = report.drops_by_reason()
+        raise InputError(f"no pair of {report.topics['thermal']} and {report.topics['rgb']} could be fused "
+                         f"(drops: {drops or 'none'}); check the topics and sync.slop", reason="unpaired")

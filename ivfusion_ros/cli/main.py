@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ivfusion_ros import __version__
@@ -44,7 +45,7 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except IvfusionError as err:
-            console.print(f"[bold red]error:[/] {err}")
+            console.print(f"[bold red]error:[/] {escape(str(err))}")  # messages hold paths, [extras]...
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -208,10 +209,16 @@ def make_bag_cmd(
 @app.command("replay")
 @handle_errors
 def replay_cmd(
-    bag: Path = typer.Argument(..., help="Input bag: rosbag2 folder, .mcap, .db3 or ROS 1 .bag."),
-    out: Path | None = typer.Option(None, "--out", "-o",
-                                    help="Output bag (fused image, detections, status); .mcap = one file."),
-    report: Path | None = typer.Option(None, "--report", "-r", help="Folder to write report.json into."),
+    bags: list[Path] = typer.Argument(..., metavar="BAG [BAG...]",
+                                      help="Input bag(s): rosbag2 folder, .mcap, .db3 or ROS 1 .bag."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o",
+        help="Output bag (fused image, detections, status); .mcap = one file. With several bags or --ray: a "
+             "folder, one <bag>.fused.mcap per bag."),
+    report: Path | None = typer.Option(
+        None, "--report", "-r",
+        help="Folder to write report.json into (several bags or --ray: the fleet's report.json/.md/.html, and "
+             "each bag's under bags/)."),
     config: Path | None = ConfigOpt,
     sets: list[str] | None = SetOpt,
     variant: str | None = VariantOpt,
@@ -224,17 +231,36 @@ def replay_cmd(
     fmt: str = typer.Option("mcap", "--format", help="Output storage: mcap or sqlite3."),
     distro: str = typer.Option("jazzy", "--distro", help="Message definitions: jazzy or humble."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output bag."),
+    ray: bool = typer.Option(False, "--ray", help="One Ray task per bag (local Ray unless --ray-address); "
+                                                  "needs pip install 'ivfusion_ros[ray]'."),
+    ray_address: str | None = typer.Option(None, "--ray-address",
+                                           help="Ray cluster to use with --ray: auto, or ray://HOST:10001."),
+    ray_cpus: int | None = typer.Option(None, "--ray-cpus", min=1,
+                                        help="CPUs of the local Ray started for --ray (default: all)."),
 ) -> None:
-    """Replay a bag through the pipeline (pairing like the node, every pair, faster than real time).
+    """Replay bags through the pipeline (pairing like the node, every pair, faster than real time).
 
     Writes the node's outputs to --out and report.json (per-frame records, drops by reason, latency) to --report.
+    Several bags are replayed one after the other, or with --ray one Ray task per bag, into one fleet report;
+    a bag that fails is reported and the others go on (exit code 1 if any failed).
     """
-    from ivfusion_ros.cli.replay import run_replay
     from ivfusion_ros.replay import ReplayOptions
 
+    if not ray and (ray_address is not None or ray_cpus is not None):
+        raise ConfigError("--ray-address and --ray-cpus go with --ray")
     opts = ReplayOptions(thermal_topic=thermal_topic, rgb_topic=rgb_topic, namespace=namespace,
                          write_inputs=write_inputs, storage=fmt, distro=distro, overwrite=overwrite)
-    run_replay(bag, build_config(config, sets, variant, detector), out, report, opts, console)
+    cfg = build_config(config, sets, variant, detector)
+    if len(bags) == 1 and not ray:
+        from ivfusion_ros.cli.replay import run_replay
+
+        run_replay(bags[0], cfg, out, report, opts, console)
+        return
+    from ivfusion_ros.cli.replay import run_fleet
+    from ivfusion_ros.fleet import RayOptions
+
+    run_fleet(bags, cfg, out, report, opts, RayOptions(ray_address, ray_cpus) if ray else None, console)
+
 
 @app.command("eval")
 @handle_errors

@@ -88,9 +88,13 @@ __all__ = [
     "ReportTable",
     "Thumbnail",
     "build_report",
+    "html_document",
+    "html_table",
+    "img_tag",
     "latency_table",
     "metric_means",
     "percentiles",
+    "plot_latency",
     "report_tables",
     "tables_markdown",
     "write_report",
@@ -712,14 +716,16 @@ ul.notes li{margin:2px 0}details{margin-top:12px}pre{font-size:.8em;background:#
 """
 
 
-def _img_tag(path: Path, alt: str, cls: str = "") -> str:
+def img_tag(path: Path, alt: str, cls: str = "") -> str:
+    """An ``<img>`` with the PNG at ``path`` embedded as base64, so the page stays one self-contained file."""
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     klass = f' class="{cls}"' if cls else ""
     return (f'<img{klass} alt="{html.escape(alt)}" data-file="{html.escape(path.name)}" '
             f'src="data:image/png;base64,{data}">')  # fmt: skip
 
 
-def _html_table(t: ReportTable) -> str:
+def html_table(t: ReportTable) -> str:
+    """``t`` as an HTML table with its title and note (bold cells get the ``best`` class)."""
     e = html.escape
     head = "".join(f"<th>{e(c)}</th>" for c in t.columns)
     body = []
@@ -731,10 +737,20 @@ def _html_table(t: ReportTable) -> str:
     return f"<h3>{e(t.title)}</h3><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}"
 
 
+def html_document(title: str, body: Sequence[str]) -> str:
+    """A self-contained page: ``title`` as heading, then the ``body`` HTML fragments, with the reports' CSS.
+
+    Shared by every report (``eval``'s, a replayed fleet's) so they look alike.
+    """
+    e = html.escape
+    head = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
+            f"<style>{_CSS}</style></head><body>")  # fmt: skip
+    return "\n".join([head, f"<h1>{e(title)}</h1>", *body, "</body></html>"])
+
+
 def _html(report: Mapping[str, Any], tables: Sequence[ReportTable], out_dir: Path) -> str:
     e = html.escape
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(report['title'])}</title>"
-             f"<style>{_CSS}</style></head><body>", f"<h1>{e(report['title'])}</h1>"]  # fmt: skip
+    parts: list[str] = []
     det = report.get("detector") or {}
     meta = [f"created {e(report['created'])}", f"ivfusion {e(report['ivfusion_version'])}"]
     if det:
@@ -771,14 +787,14 @@ def _html(report: Mapping[str, Any], tables: Sequence[ReportTable], out_dir: Pat
         parts.append("<ul class='notes'>" + "".join(f"<li>{e(n)}</li>" for n in report["notes"]) + "</ul>")
 
     parts.append("<h2>Tables</h2>")
-    parts += [_html_table(t) for t in tables]
+    parts += [html_table(t) for t in tables]
 
     plots = report.get("plots") or {}
     if plots.get("latency") or plots.get("timeline"):
         parts.append("<h2>Plots</h2>")
         for key, alt in (("latency", "latency per stage"), ("timeline", "per-frame timeline")):
             if plots.get(key):
-                parts.append(f"<p>{_img_tag(out_dir / plots[key], alt, 'plot')}</p>")
+                parts.append(f"<p>{img_tag(out_dir / plots[key], alt, 'plot')}</p>")
 
     thumbs = report.get("thumbnails") or {}
     if thumbs.get("items"):
@@ -792,13 +808,12 @@ def _html(report: Mapping[str, Any], tables: Sequence[ReportTable], out_dir: Pat
             cap = (f"<span class='kind-{e(t['kind'])}'>{e(t['kind'])} #{t['rank']}</span> "
                    f"{e(t['dataset'])}/{e(t['name'])}: {e(t.get('caption', ''))}")  # fmt: skip
             alt = f"{t['kind']} {t['name']}"
-            parts.append(f"<figure>{_img_tag(out_dir / t['file'], alt)}<figcaption>{cap}</figcaption></figure>")
+            parts.append(f"<figure>{img_tag(out_dir / t['file'], alt)}<figcaption>{cap}</figcaption></figure>")
         parts.append("</div>")
     cfg = json.dumps(report.get("config") or {}, indent=1)
     parts.append(f"<details><summary>configuration</summary><pre>{e(cfg)}</pre></details>")
     parts.append("<p class='note'>Machine-readable numbers, per-frame records included: report.json.</p>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return html_document(report["title"], parts)
 
 
 def _safe(name: str) -> str:
