@@ -9,22 +9,29 @@ Inputs are luminance only; all tensors are ``(B, C, H, W)`` float in [0, 1] with
 
 Architecture (``c0, c1, c2 = channels``):
 
-* **Encoders**, one per modality: *spatial* features at full (``c0``) and half resolution (``c1``), which
-  carry detail and illumination, and *semantic* features at quarter resolution (``c2``, residual blocks),
+* **Pixel unshuffle** first: each source becomes 4 channels at half resolution (lossless, every full-resolution
+  pixel is kept). On a CPU the cost of a convolution is dominated by the pixels it touches, so no
+  convolution runs at full resolution; the output comes back to full resolution by pixel shuffle. This is
+  what makes the real-time size run at camera rate on two cores.
+* **Encoders**, one per modality: *spatial* features at 1/2 (``c0``) and 1/4 resolution (``c1``), which
+  carry detail and illumination, and *semantic* features at 1/8 resolution (``c2``, residual blocks),
   which carry what detection needs.
-* **IDFM** (illumination-guided detail fusion) at full and half resolution: a spatial attention map
-  ``w_ir = sigmoid(content([mean_c, max_c of both features, illum, glare]) + softplus(a) (tau - illum)
-  + softplus(b) glare)`` mixes ``w_ir F_ir + (1 - w_ir) F_vis``. The learnable prior makes dark regions take
-  thermal detail, lit regions keep visible detail and glare give way to thermal structure (light effects are
-  suppressed rather than amplified); the content branch sees the illumination and glare maps as guidance
-  channels as well.
-* **DSFM** (detection-guided semantic fusion) at quarter resolution: cross-attention whose queries are the
+* **IDFM** (illumination-guided detail fusion) at 1/2 and 1/4 resolution: a spatial attention map
+  ``w_ir = sigmoid(content([mean_c, max_c of both features]) + softplus(a) (tau - illum) + softplus(b) glare)``
+  mixes ``w_ir F_ir + (1 - w_ir) F_vis``. The illumination prior is additive and monotone by construction
+  (``softplus`` keeps both gains positive, the content branch does not see the maps), so for the same
+  features a darker region always gives thermal more weight and glare always does, before and after
+  training; the content branch decides where the sources' own structure should win.
+* **DSFM** (detection-guided semantic fusion) at 1/8 resolution: cross-attention whose queries are the
   concatenated semantic features and whose keys/values are features of a detection backbone (``guide``: a
-  torch module mapping ``(B, 3, H, W)`` images to ``(B, guide_channels, h, w)`` features, run on both
+  frozen torch module mapping ``(B, 3, H, W)`` images to ``(B, guide_channels, h, w)`` features, run on both
   sources). Without a backbone the keys/values are the semantic features themselves (self-guidance, the
-  paper's ablation). Keys/values are average-pooled by ``kv_pool`` so attention is linear in the pixels.
+  paper's ablation; :attr:`AMFusion.guidance` says which). Keys/values are average-pooled by ``kv_pool`` so
+  attention is linear in the pixels.
 * **Decoder**: U-Net style upsampling of the fused semantic features with the fused spatial features as
-  skips, predicting a residual on the full-resolution IDFM mix ``w_ir ir + (1 - w_ir) vis``; clamped to [0, 1].
+  skips; the head predicts a residual (4 channels, pixel-shuffled to full resolution) on the full-resolution
+  IDFM mix ``w_ir ir + (1 - w_ir) vis`` (``w_ir`` of the 1/2-resolution IDFM, upsampled). The head starts at
+  zero, so an untrained network is exactly the illumination-guided mix. Output clamped to [0, 1].
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from torch import nn
 
 from ivfusion_ros.fusion.nets.registry import register_net
 
-__all__ = ["AMFusion", "DSFM", "IDFM", "amfusion", "amfusion_s"]
+__all__ = ["DSFM", "IDFM", "AMFusion", "amfusion", "amfusion_s"]
 
 
 def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
@@ -50,6 +57,8 @@ def _inv_softplus(x: float) -> float:
 
 
 class ResBlock(nn.Module):
+    """Two 3x3 convolutions with an identity shortcut (the semantic branch's depth without vanishing gradients)."""
+
     def __init__(self, c: int) -> None:
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1), nn.LeakyReLU(0.1, inplace=True), nn.Conv2d(c, c, 3, 1, 1))
@@ -59,12 +68,13 @@ class ResBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """One modality: spatial features (full, half resolution) and semantic features (quarter resolution)."""
+    """One modality (pixel-unshuffled, 4 channels at 1/2 resolution): spatial features at 1/2 and 1/4
+    resolution and semantic features at 1/8 resolution."""
 
     def __init__(self, channels: tuple[int, int, int], semantic_blocks: int) -> None:
         super().__init__()
         c0, c1, c2 = channels
-        self.spatial0 = nn.Sequential(_conv(1, c0), _conv(c0, c0))
+        self.spatial0 = _conv(4, c0)  # one layer: the most expensive resolution
         self.spatial1 = nn.Sequential(_conv(c0, c1, stride=2), _conv(c1, c1))
         self.semantic = nn.Sequential(_conv(c1, c2, stride=2), *[ResBlock(c2) for _ in range(semantic_blocks)])
 
@@ -78,29 +88,33 @@ class IDFM(nn.Module):
     """Illumination-guided detail fusion: a spatial attention map mixes IR and visible spatial features.
 
     ``forward(f_ir, f_vis, illum, glare) -> (fused (B, C, H, W), w_ir (B, 1, H, W) in [0, 1])``.
-    The prior ``softplus(a) (tau - illum) + softplus(b) glare`` (``a``, ``b``, ``tau`` learnable, ``a`` and ``b``
-    kept positive) raises the thermal weight where the visible image is dark or glaring.
+    ``w_ir = sigmoid(content(stats) + softplus(a) (tau - illum) + softplus(b) glare)`` with ``a``, ``b``, ``tau``
+    learnable. The content branch sees only channel statistics of the two features, never the maps, so the
+    illumination prior stays monotone: lower ``illum`` or higher ``glare`` can only raise the thermal weight.
     """
 
     def __init__(self, hidden: int = 8, dark_gain: float = 4.0, glare_gain: float = 4.0, tau: float = 0.35) -> None:
         super().__init__()
-        self.content = nn.Sequential(nn.Conv2d(6, hidden, 3, 1, 1), nn.LeakyReLU(0.1, inplace=True),
+        self.content = nn.Sequential(nn.Conv2d(4, hidden, 3, 1, 1), nn.LeakyReLU(0.1, inplace=True),
                                      nn.Conv2d(hidden, 1, 3, 1, 1))
         self.a = nn.Parameter(torch.tensor(_inv_softplus(dark_gain)))
         self.b = nn.Parameter(torch.tensor(_inv_softplus(glare_gain)))
         self.tau = nn.Parameter(torch.tensor(tau))
 
+    def prior(self, illum: torch.Tensor, glare: torch.Tensor) -> torch.Tensor:
+        """The illumination logit: positive (thermal) where dark or glaring, negative where well lit."""
+        return F.softplus(self.a) * (self.tau - illum) + F.softplus(self.b) * glare
+
     def attention(self, f_ir: torch.Tensor, f_vis: torch.Tensor, illum: torch.Tensor,
                   glare: torch.Tensor) -> torch.Tensor:
         stats = torch.cat((f_ir.mean(1, keepdim=True), f_ir.amax(1, keepdim=True), f_vis.mean(1, keepdim=True),
-                           f_vis.amax(1, keepdim=True), illum, glare), dim=1)
-        prior = F.softplus(self.a) * (self.tau - illum) + F.softplus(self.b) * glare
-        return torch.sigmoid(self.content(stats) + prior)
+                           f_vis.amax(1, keepdim=True)), dim=1)
+        return torch.sigmoid(self.content(stats) + self.prior(illum, glare))
 
     def forward(self, f_ir: torch.Tensor, f_vis: torch.Tensor, illum: torch.Tensor,
                 glare: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.attention(f_ir, f_vis, illum, glare)
-        return w * f_ir + (1.0 - w) * f_vis, w
+        return f_vis + w * (f_ir - f_vis), w
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
@@ -118,7 +132,9 @@ class DSFM(nn.Module):
     """Detection-guided semantic fusion: cross-attention of semantic features over detector features.
 
     ``forward(s_ir, s_vis, guide_feats=None) -> (B, C, h, w)``. ``guide_feats`` ``(B, guide_channels, h, w)``
-    are the detection backbone's features at the semantic resolution; ``None`` means self-guidance.
+    are the detection backbone's features at the semantic resolution; a DSFM built without guide channels uses
+    the semantic features themselves (self-guidance). Keys and values are pooled with ``ceil_mode`` so inputs
+    smaller than ``kv_pool`` still give one key.
     """
 
     def __init__(self, c: int, heads: int, kv_pool: int, guide_channels: int = 0) -> None:
@@ -135,40 +151,59 @@ class DSFM(nn.Module):
 
     def forward(self, s_ir: torch.Tensor, s_vis: torch.Tensor, guide_feats: torch.Tensor | None = None) -> torch.Tensor:
         x = torch.cat((s_ir, s_vis), dim=1)
-        src = guide_feats if self.guided else x
         if self.guided and guide_feats is None:
             raise ValueError("DSFM was built for detector guidance but got no detector features")
-        k, v = self.kv(F.avg_pool2d(src, self.kv_pool)).chunk(2, dim=1)
+        src = guide_feats if self.guided else x
+        if self.kv_pool > 1:
+            src = F.avg_pool2d(src, self.kv_pool, ceil_mode=True)
+        k, v = self.kv(src).chunk(2, dim=1)
         y = self.mix(x) + self.proj(_attend(self.q(x), k, v, self.heads))
         return y + self.ffn(y)
 
 
 class AMFusion(nn.Module):
-    """The AMFusion network; see the module docstring. ``forward(ir, vis, illum, glare) -> fused Y``."""
+    """The AMFusion network; see the module docstring. ``forward(ir, vis, illum, glare) -> fused Y``.
+
+    Registry attributes (set by :func:`_create_amfusion`): ``variant``, ``family``, ``config``.
+    """
+
+    variant: str
+    family: str
+    config: dict[str, Any]
 
     def __init__(self, channels: tuple[int, int, int] = (8, 16, 32), semantic_blocks: int = 1, heads: int = 2,
-                 kv_pool: int = 4, idfm_hidden: int = 8, guide_channels: int = 0,
+                 kv_pool: int = 8, idfm_hidden: int = 8, guide_channels: int = 0,
                  guide: nn.Module | None = None) -> None:
         super().__init__()
         c0, c1, c2 = channels
+        if (guide is None) != (guide_channels == 0):
+            raise ValueError("AMFusion: give both guide and guide_channels, or neither")
         self.enc_ir = Encoder(channels, semantic_blocks)
         self.enc_vis = Encoder(channels, semantic_blocks)
         self.idfm0 = IDFM(idfm_hidden)
         self.idfm1 = IDFM(idfm_hidden)
-        if (guide is None) != (guide_channels == 0):
-            raise ValueError("AMFusion: give both guide and guide_channels, or neither")
         self.dsfm = DSFM(c2, heads, kv_pool, guide_channels)
         self.guide = guide
+        if guide is not None:  # a pretrained detector backbone: guidance only, never trained by the fusion loss
+            guide.requires_grad_(False)
+            guide.eval()
         self.dec1 = nn.Sequential(_conv(c2 + c1, c1), _conv(c1, c1))
-        self.dec0 = nn.Sequential(_conv(c1 + c0, c0), _conv(c0, c0))
-        self.head = nn.Conv2d(c0, 1, 3, 1, 1)
+        self.dec0 = _conv(c1 + c0, c0)
+        self.head = nn.Conv2d(c0, 4, 3, 1, 1)  # 4 = 2x2 full-resolution pixels per half-resolution pixel
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-        #: input height and width must be multiples of this (two stride-2 stages, then the key/value pooling)
-        self.multiple = 4 * kv_pool
+        #: input height and width must be multiples of this (pixel unshuffle, then two stride-2 stages)
+        self.multiple = 8
+
+    def train(self, mode: bool = True) -> AMFusion:
+        super().train(mode)
+        if self.guide is not None:  # keep the frozen backbone's normalisation statistics fixed
+            self.guide.eval()
+        return self
 
     @property
     def guidance(self) -> str:
+        """``"detector-guided"`` with a detection backbone, ``"self-guided"`` without (DSFM's fallback)."""
         return "detector-guided" if self.guide is not None else "self-guided"
 
     def _guide_features(self, ir: torch.Tensor, vis: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -178,24 +213,28 @@ class AMFusion(nn.Module):
         return 0.5 * (feats[0] + feats[1])
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor, illum: torch.Tensor, glare: torch.Tensor) -> torch.Tensor:
-        i0, i1, i2 = self.enc_ir(ir)
-        v0, v1, v2 = self.enc_vis(vis)
-        f0, w0 = self.idfm0(i0, v0, illum, glare)
-        f1, _ = self.idfm1(i1, v1, F.avg_pool2d(illum, 2), F.avg_pool2d(glare, 2))
+        i0, i1, i2 = self.enc_ir(F.pixel_unshuffle(ir, 2))
+        v0, v1, v2 = self.enc_vis(F.pixel_unshuffle(vis, 2))
+        illum1, glare1 = F.avg_pool2d(illum, 2), F.avg_pool2d(glare, 2)
+        f0, w0 = self.idfm0(i0, v0, illum1, glare1)
+        f1, _ = self.idfm1(i1, v1, F.avg_pool2d(illum1, 2), F.avg_pool2d(glare1, 2))
         g = self._guide_features(ir, vis, tuple(i2.shape[-2:])) if self.guide is not None else None
         s = self.dsfm(i2, v2, g)
         up = F.interpolate(s, scale_factor=2.0, mode="bilinear", align_corners=False)
         d1 = self.dec1(torch.cat((up, f1), dim=1))
         up = F.interpolate(d1, scale_factor=2.0, mode="bilinear", align_corners=False)
         d0 = self.dec0(torch.cat((up, f0), dim=1))
-        base = w0 * ir + (1.0 - w0) * vis
-        return (base + self.head(d0)).clamp(0.0, 1.0)
+        w = F.interpolate(w0, scale_factor=2.0, mode="bilinear", align_corners=False)
+        base = vis + w * (ir - vis)
+        return (base + F.pixel_shuffle(self.head(d0), 2)).clamp(0.0, 1.0)
 
 
 def _create_amfusion(variant: str, config: dict[str, Any], overrides: dict[str, Any]) -> AMFusion:
     cfg = {**config, **overrides}
     guide = cfg.pop("guide", None)
-    cfg["channels"] = tuple(cfg["channels"])
+    cfg["channels"] = tuple(int(c) for c in cfg["channels"])
+    if len(cfg["channels"]) != 3:
+        raise TypeError(f"channels must be three numbers, got {cfg['channels']}")
     net = AMFusion(**cfg, guide=guide)
     net.variant = variant
     net.family = "amfusion"
@@ -203,13 +242,13 @@ def _create_amfusion(variant: str, config: dict[str, Any], overrides: dict[str, 
     return net
 
 
-@register_net("amfusion", "AMFusion, real-time size (81 k parameters).")
+@register_net("amfusion", "AMFusion, real-time size (about 80 k parameters, no full-resolution convolution).")
 def amfusion_s(**overrides: Any) -> AMFusion:
-    return _create_amfusion("amfusion-s", dict(channels=(8, 16, 32), semantic_blocks=1, heads=2, kv_pool=16,
+    return _create_amfusion("amfusion-s", dict(channels=(8, 16, 32), semantic_blocks=1, heads=2, kv_pool=8,
                                                idfm_hidden=8, guide_channels=0), overrides)
 
 
-@register_net("amfusion", "AMFusion, paper size (wider features, deeper semantic branch).")
+@register_net("amfusion", "AMFusion, paper size (wider features, deeper semantic branch; about 2.4 M parameters).")
 def amfusion(**overrides: Any) -> AMFusion:
-    return _create_amfusion("amfusion", dict(channels=(32, 64, 128), semantic_blocks=3, heads=4, kv_pool=8,
+    return _create_amfusion("amfusion", dict(channels=(32, 64, 128), semantic_blocks=3, heads=4, kv_pool=4,
                                              idfm_hidden=16, guide_channels=0), overrides)

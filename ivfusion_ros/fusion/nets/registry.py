@@ -39,7 +39,10 @@ _NETS: dict[str, NetInfo] = {}
 
 
 def register_net(family: str, description: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a size function; its name with ``_`` as ``-`` is the registry name (``amfusion_s`` -> ``amfusion-s``)."""
+    """Register a size function; its name with ``_`` as ``-`` is the registry name.
+
+    ``amfusion_s`` registers ``amfusion-s``: Python names cannot hold ``-``, model names conventionally do.
+    """
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = fn.__name__.replace("_", "-")
@@ -74,5 +77,5 @@ def create_net(name: str, **overrides: Any) -> nn.Module:
     info = net_info(name)
     try:
         return info.fn(**overrides)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:  # unknown keyword, or a combination the architecture rejects
         raise ConfigError(f"network {name!r}: bad configuration {overrides}: {err}") from None
