@@ -127,3 +127,27 @@ def test_onnx_weights_go_through_the_runner(tiny_weights: Path, tmp_path: Path) 
     ir, vis = torch.rand(1, 1, 37, 53), torch.rand(1, 3, 37, 53)
     ctx = FusionContext.uniform(ir, 0.3)
     torch.testing.assert_close(fuser.fuse(ir, vis, ctx), ref.fuse(ir, vis, ctx), atol=1e-4, rtol=0)
+
+
+def test_shipped_weights_load_and_carry_their_record() -> None:
+    """`amfusion` without fusion.weights loads the package's amfusion-s.pt, trained and documented."""
+    from ivfusion_ros.fusion.learned import default_weights
+
+    path = default_weights("amfusion")
+    assert path.name == "amfusion-s.pt" and path.with_suffix(".md").is_file()
+    assert path.stat().st_size < 5_000_000
+    fuser = create_fuser("amfusion")
+    assert fuser.weights == path and fuser.header.variant == "amfusion-s"
+    meta = fuser.header.meta
+    assert meta["epochs"] >= 1 and meta["loss_weights"] and meta["command"].startswith("ivfusion train")
+    # trained behaviour: a dark visible region takes the warm thermal target, a lit one keeps visible structure
+    ir = torch.full((1, 1, 64, 64), 0.3)
+    ir[..., 16:48, 8:24] = 0.9
+    vis = torch.full((1, 3, 64, 64), 0.03)
+    vis[..., 32:] = 0.6
+    ctx = FusionContext.uniform(ir, 0.5)
+    ctx.illumination = torch.where(torch.arange(8).view(1, 1, 1, 8) < 4, 0.03, 0.6).expand(1, 1, 8, 8)
+    out = fuser.fuse(ir, vis, ctx)
+    y = out.mean(1, keepdim=True)
+    assert float(y[..., 16:48, 8:24].mean()) > 0.5  # warm figure visible in the dark
+    assert float(y[..., 16:48, 8:24].mean()) > float(y[..., 16:48, 26:30].mean()) + 0.2
