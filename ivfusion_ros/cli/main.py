@@ -313,6 +313,45 @@ def eval_cmd(
              command=command, console=console)
 
 
+@app.command("train")
+@handle_errors
+def train_cmd(
+    variant: str = typer.Option("amfusion-s", "--variant", "-v", help="Network to train (registry name)."),
+    data: str = typer.Option(..., "--data", help="Training data set folder(s) with ir/ and vi/, comma-separated."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: last.pt, metrics.csv, <variant>.pt."),
+    epochs: int = typer.Option(10, "--epochs", "-e", min=1, help="Total epochs (a resumed run continues to this)."),
+    steps: int = typer.Option(0, "--steps", min=0, help="Steps per epoch (0: ceil(pairs / batch))."),
+    batch: int = typer.Option(8, "--batch", "-b", min=1, help="Batch size."),
+    crop: int = typer.Option(128, "--crop", min=8, help="Side of the random square crops, pixels."),
+    lr: float = typer.Option(2e-3, "--lr", help="Peak AdamW learning rate (cosine schedule)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initialisation and the crops."),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue from a last.pt checkpoint."),
+    val: str | None = typer.Option(None, "--val", help="Validation data set folder(s) (default: training pairs)."),
+    val_pairs: int = typer.Option(4, "--val-pairs", min=0, help="Validation pairs per epoch (0: none)."),
+    loss: str | None = typer.Option(None, "--loss", help="Loss weights, e.g. ssim=0.5,gradient=2."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (AMP on CUDA)."),
+    threads: int = typer.Option(2, "--threads", min=0, help="CPU threads for torch (0: torch's default)."),
+) -> None:
+    """Train a fusion network on image pairs (unsupervised) and write its weights with a training record."""
+    import sys
+
+    from ivfusion_ros.cli.train import parse_loss_weights, run_train
+    from ivfusion_ros.train.trainer import TrainConfig
+
+    def folders(text: str | None) -> list[str]:
+        return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+    cfg = TrainConfig(variant=variant, data=folders(data), out=str(out), epochs=epochs, steps=steps, batch=batch,
+                      crop=crop, lr=lr, seed=seed, val=folders(val), val_pairs=val_pairs,
+                      loss=parse_loss_weights(loss), device=device, threads=threads)
+    if resume is None:  # fail before reading data on an unknown network or loss term
+        from ivfusion_ros.fusion.nets.losses import create_loss
+        from ivfusion_ros.fusion.nets.registry import net_info
+
+        create_loss(net_info(variant).family, **cfg.loss)
+    run_train(cfg, resume, sys.argv[2:] if len(sys.argv) > 2 else [], console)
+
+
 @app.command("bench")
 @handle_errors
 def bench_cmd(

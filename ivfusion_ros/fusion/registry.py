@@ -47,7 +47,7 @@ def register_fuser(name: str, description: str, needs_weights: bool = False) -> 
 
 def _ensure_builtin() -> None:
     # importing the modules runs their @register_fuser decorators
-    from ivfusion_ros.fusion import adaptive, baselines  # noqa: F401
+    from ivfusion_ros.fusion import adaptive, baselines, learned  # noqa: F401
 
 
 def list_fusers() -> list[FuserInfo]:

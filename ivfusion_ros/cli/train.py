@@ -1,0 +1,40 @@
+"""``ivfusion train``: parse the options, run :func:`~ivfusion_ros.train.trainer.train` with a progress bar."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from rich.console import Console
+
+from ivfusion_ros.cli.progress import progress_bar
+from ivfusion_ros.errors import ConfigError
+from ivfusion_ros.train.trainer import TrainConfig, TrainResult, train
+
+__all__ = ["parse_loss_weights", "run_train"]
+
+
+def parse_loss_weights(text: str | None) -> dict[str, float]:
+    """``"ssim=0.5,gradient=2"`` -> ``{"ssim": 0.5, "gradient": 2.0}`` (names are checked by the loss)."""
+    out: dict[str, float] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"--loss expects term=weight[,term=weight...], got {item!r}") from None
+    return out
+
+
+def run_train(cfg: TrainConfig, resume: Path | None, argv: list[str], console: Console) -> TrainResult:
+    """Train, printing one line per epoch and the files written."""
+    cfg.command = shlex.join(["ivfusion", "train", *argv])
+    with progress_bar(console, f"train {cfg.variant}") as update:
+        result = train(cfg, resume=resume, progress=update, log=console.print)
+    console.print(f"{result.epochs} epochs, {result.steps} steps in {result.seconds:.0f} s")
+    console.print(f"weights: {result.weights}\ncheckpoint: {result.checkpoint}\nmetrics: {result.csv}")
+    return result

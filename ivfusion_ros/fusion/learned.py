@@ -1,0 +1,115 @@
+"""Learned fusion variants: a network from :mod:`ivfusion_ros.fusion.nets` behind the :class:`Fuser` interface.
+
+The fuser loads a weights file (``fusion.weights``, or the weights shipped in ``ivfusion_ros/fusion/weights/``),
+checks that it was made for this variant (an ``amfusion`` fuser refuses weights of another family, with the
+names of the networks it would accept), pads the frame to the network's ``multiple`` and crops the result,
+and runs without autograd on the pipeline's device. A ``.onnx`` file (from ``ivfusion export``) runs through
+ONNX Runtime instead of torch; the runner lives in :mod:`ivfusion_ros.runtime.onnx_net` and is imported only
+when such a file is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ivfusion_ros.config import FusionConfig
+from ivfusion_ros.errors import ModelError
+from ivfusion_ros.fusion.base import FusionContext, LuminanceFuser
+from ivfusion_ros.fusion.nets.registry import create_net
+from ivfusion_ros.fusion.nets.weights import WeightsFile, build_from_weights, load_weights, read_onnx_header
+from ivfusion_ros.fusion.registry import register_fuser
+
+__all__ = ["WEIGHTS_DIR", "LearnedFuser", "default_weights", "pad_to_multiple", "run_padded"]
+
+#: Where the package keeps its shipped weights (package data).
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: The network whose shipped weights a variant uses when ``fusion.weights`` is empty.
+DEFAULT_NETS = {"amfusion": "amfusion-s"}
+
+NetFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def default_weights(variant: str) -> Path:
+    """The shipped weights file of ``variant`` (it may be missing in a source checkout without weights)."""
+    return WEIGHTS_DIR / f"{DEFAULT_NETS.get(variant, variant)}.pt"
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad ``(B, C, H, W)`` at the bottom and right to multiples of ``multiple``.
+
+    Reflect padding continues the image's texture, so the network sees no artificial edge at the border (zero
+    padding would make a strong one that leaks into the fused border); tiny images whose pad would exceed the
+    image fall back to replicate padding.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def run_padded(net: NetFn, multiple: int, ir: torch.Tensor, vis: torch.Tensor, illum: torch.Tensor,
+               glare: torch.Tensor) -> torch.Tensor:
+    """``net(ir, vis, illum, glare)`` on inputs padded to ``multiple``, cropped back to the input size."""
+    h, w = ir.shape[-2:]
+    out = net(*(pad_to_multiple(t, multiple) for t in (ir, vis, illum, glare)))
+    return out[..., :h, :w]
+
+
+def _onnx_runner(path: Path) -> NetFn:
+    try:
+        module = importlib.import_module("ivfusion_ros.runtime.onnx_net")
+    except ImportError as err:
+        raise ModelError(f"{path}: ONNX fusion networks need ivfusion_ros.runtime.onnx_net, which this "
+                         f"installation lacks ({err}); use the .pt weights instead") from None
+    return module.OnnxNetRunner(path)
+
+
+@register_fuser("amfusion", "AMFusion network: illumination-guided detail fusion and detection-guided semantic "
+                            "fusion (learned; shipped weights: amfusion-s).", needs_weights=True)
+class LearnedFuser(LuminanceFuser):
+    """Runs a fusion network whose weights file belongs to this variant (``family == name``).
+
+    Attributes:
+        weights: the weights file in use.
+        header: its metadata (variant, config, training record).
+        multiple: frame sizes are padded to multiples of this.
+        guidance: ``"self-guided"`` (the shipped networks carry no detector backbone).
+    """
+
+    def __init__(self, cfg: FusionConfig, device: torch.device) -> None:
+        super().__init__(cfg, device)
+        self.weights = Path(cfg.weights).expanduser() if cfg.weights else default_weights(self.name)
+        if not cfg.weights and not self.weights.is_file():
+            raise ModelError(f"variant {self.name!r}: the shipped weights {self.weights} are missing (broken "
+                             "installation?); pass fusion.weights=FILE")
+        self.net: NetFn
+        if self.weights.suffix.lower() == ".onnx":
+            self.header = read_onnx_header(self.weights, families=(self.name,))
+            runner = _onnx_runner(self.weights)
+            multiple = getattr(runner, "multiple", None)
+            self.multiple = int(multiple) if multiple else int(create_net(self.header.variant,
+                                                                          **self.header.config).multiple)
+            self.net, self.guidance, self.backend = runner, "self-guided", "onnxruntime"
+        else:
+            self.header: WeightsFile = load_weights(self.weights, families=(self.name,))
+            net = build_from_weights(self.header).to(device).eval()
+            self.multiple = int(net.multiple)
+            self.net, self.guidance, self.backend = net, net.guidance, "torch"
+
+    def describe(self) -> str:
+        return f"{self.name}({self.header.variant}, {self.weights.name}, {self.backend}, {self.guidance})"
+
+    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, ctx: FusionContext) -> torch.Tensor:
+        with torch.inference_mode():
+            return super().fuse(ir, vis, ctx)
+
+    def fuse_luma(self, ir: torch.Tensor, vis_y: torch.Tensor, ctx: FusionContext) -> torch.Tensor:
+        illum, glare = ctx.maps_at(tuple(vis_y.shape[-2:]))
+        return run_padded(self.net, self.multiple, ir, vis_y, illum, glare)

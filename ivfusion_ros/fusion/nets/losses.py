@@ -1,0 +1,158 @@
+"""Unsupervised fusion losses: there is no ground-truth fused image, so each term says what a good fusion keeps.
+
+All images are ``(B, 1, H, W)`` luminance in [0, 1]; ``illum`` and ``glare`` are the illumination map and glare
+weight of the visible image at full size (as :class:`~ivfusion_ros.fusion.base.FusionContext.maps_at` gives
+them). Every term is a plain function (usable on its own in tests and notebooks); :func:`create_loss` combines
+them with weights for one network family.
+
+Terms (``F`` fused, ``I`` thermal, ``V`` visible, ``G`` glare weight, means over pixels):
+
+* :func:`intensity_loss` ``mean((1 - G) |F - max(I, V)|)``: keep the brighter source's intensity (warm targets,
+  lit surfaces). Glare is excluded on purpose: there ``max(I, V)`` is the saturated light effect itself,
+  which AMFusion wants suppressed, not copied; the illumination term governs those pixels.
+* :func:`gradient_loss` ``mean(| |grad F| - max(|grad I|, |grad V|) |)`` with Sobel gradients
+  (``|grad| = |Gx| + |Gy|``): keep the stronger edge of either source at every pixel.
+* :func:`ssim_loss` ``1 - (SSIM(F, I) + SSIM(F, V)) / 2``: keep the local structure of both sources.
+* :func:`illumination_loss` (AMFusion's illumination loss): local mean intensity ``mu = avgpool_k(F)`` should lie
+  in a normal-light band ``[lo, hi]``; ``mean((1 + G_k) (relu(lo - mu) + relu(mu - hi)))`` lifts dark
+  regions, compresses over-exposed ones and weighs glare patches (``G_k = avgpool_k(G)``) up. A band instead of
+  one target level keeps the scene's own contrast between normally lit regions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ivfusion_ros.errors import ConfigError
+
+__all__ = ["LOSS_DEFAULTS", "FusionLoss", "create_loss", "gradient_loss", "illumination_loss", "intensity_loss",
+           "sobel_magnitude", "ssim", "ssim_loss"]
+
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+
+def intensity_loss(ir: torch.Tensor, vis: torch.Tensor, fused: torch.Tensor,
+                   glare: torch.Tensor | None = None) -> torch.Tensor:
+    """``mean((1 - G) |F - max(I, V)|)``; without ``glare`` ``G = 0`` (plain L1 to the max of the sources)."""
+    diff = (fused - torch.maximum(ir, vis)).abs()
+    if glare is not None:
+        diff = diff * (1.0 - glare)
+    return diff.mean()
+
+
+def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """``|Gx| + |Gy|`` of a ``(B, 1, H, W)`` image with 3x3 Sobel kernels and replicate padding (no border edges)."""
+    kx = _SOBEL_X.to(x)
+    k = torch.stack((kx, kx.t()))[:, None]  # (2, 1, 3, 3)
+    g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
+    return g.abs().sum(dim=1, keepdim=True)
+
+
+def gradient_loss(ir: torch.Tensor, vis: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+    """``mean(| |grad F| - max(|grad I|, |grad V|) |)`` (Sobel); zero when F has the stronger edge everywhere."""
+    target = torch.maximum(sobel_magnitude(ir), sobel_magnitude(vis))
+    return (sobel_magnitude(fused) - target).abs().mean()
+
+
+def _gauss_window(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+    x = torch.arange(size, dtype=like.dtype, device=like.device) - (size - 1) / 2
+    g = torch.exp(-(x * x) / (2 * sigma * sigma))
+    return g / g.sum()
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Mean SSIM (Wang et al. 2004; Gaussian window, K1 = 0.01, K2 = 0.03, L = 1, 'valid' region) of two images.
+
+    The window shrinks to the image size for tiny inputs so the loss works on any crop.
+    """
+    window = min(window, x.shape[-1], x.shape[-2])
+    g = _gauss_window(window, sigma, x)
+    gx, gy = g.view(1, 1, 1, -1), g.view(1, 1, -1, 1)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(t, gx), gy)
+
+    c1, c2 = 0.01**2, 0.03**2
+    mx, my = blur(x), blur(y)
+    sxx = blur(x * x) - mx * mx
+    syy = blur(y * y) - my * my
+    sxy = blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s.mean()
+
+
+def ssim_loss(ir: torch.Tensor, vis: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+    """``1 - (SSIM(F, I) + SSIM(F, V)) / 2``: structure of both sources, each weighted equally."""
+    return 1.0 - 0.5 * (ssim(fused, ir) + ssim(fused, vis))
+
+
+def illumination_loss(fused: torch.Tensor, glare: torch.Tensor | None = None, patch: int = 16,
+                      lo: float = 0.35, hi: float = 0.65) -> torch.Tensor:
+    """AMFusion's illumination loss: ``mean((1 + G_k) (relu(lo - mu) + relu(mu - hi)))``, ``mu = avgpool_k(F)``.
+
+    Unsupervised: it needs no reference, only the notion of normal light. Patches darker than ``lo`` are pushed
+    up (low light), patches brighter than ``hi`` down (over-exposure, glare); patches in the band cost nothing, so
+    the scene keeps its contrast. Glare patches count up to twice. ``patch`` shrinks to the image for tiny inputs.
+    """
+    k = max(1, min(patch, fused.shape[-1], fused.shape[-2]))
+    mu = F.avg_pool2d(fused, k, ceil_mode=True)
+    cost = F.relu(lo - mu) + F.relu(mu - hi)
+    if glare is not None:
+        cost = cost * (1.0 + F.avg_pool2d(glare, k, ceil_mode=True))
+    return cost.mean()
+
+
+#: Default loss weights per network family (what the shipped weights were trained with).
+LOSS_DEFAULTS: dict[str, dict[str, float]] = {
+    "amfusion": {"intensity": 1.0, "gradient": 2.0, "ssim": 0.5, "illumination": 1.0},
+}
+
+
+class FusionLoss(nn.Module):
+    """Weighted sum of loss terms: ``loss(ir, vis, fused, illum, glare) -> (total, {term: float})``.
+
+    Terms with weight 0 are not computed. The per-term floats are detached values for logging.
+    """
+
+    def __init__(self, weights: dict[str, float]) -> None:
+        super().__init__()
+        self.weights = dict(weights)
+        self._terms: dict[str, Callable[..., torch.Tensor]] = {
+            "intensity": lambda ir, vis, f, il, gl: intensity_loss(ir, vis, f, gl),
+            "gradient": lambda ir, vis, f, il, gl: gradient_loss(ir, vis, f),
+            "ssim": lambda ir, vis, f, il, gl: ssim_loss(ir, vis, f),
+            "illumination": lambda ir, vis, f, il, gl: illumination_loss(f, gl),
+        }
+        unknown = set(self.weights) - set(self._terms)
+        if unknown:
+            raise ConfigError(f"unknown loss term(s) {sorted(unknown)} (available: {', '.join(self._terms)})")
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor, fused: torch.Tensor, illum: torch.Tensor,
+                glare: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        parts: dict[str, float] = {}
+        # the terms are computed in float32 even under autocast: SSIM's variances lose too much in half precision
+        f32 = [t.float() for t in (ir, vis, fused, illum, glare)]
+        total = f32[2].new_zeros(())
+        for name, w in self.weights.items():
+            if w == 0:
+                continue
+            value = self._terms[name](*f32)
+            parts[name] = float(value.detach())
+            total = total + w * value
+        return total, parts
+
+
+def create_loss(family: str, **weights: Any) -> FusionLoss:
+    """The loss of network ``family`` with its default weights, ``weights`` replacing some (e.g. ``ssim=0``).
+
+    Raises:
+        ConfigError: unknown family or loss term.
+    """
+    if family not in LOSS_DEFAULTS:
+        raise ConfigError(f"no loss defined for network family {family!r} (available: {', '.join(LOSS_DEFAULTS)})")
+    return FusionLoss({**LOSS_DEFAULTS[family], **{k: float(v) for k, v in weights.items()}})

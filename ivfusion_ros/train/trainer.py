@@ -1,0 +1,300 @@
+"""The training loop: AdamW, cosine schedule, AMP on CUDA, seeded, resumable, validated every epoch.
+
+Reproducibility is by construction rather than by saving random states: the network is initialised from
+``seed``, and the random crops of epoch ``e`` come from a generator seeded with ``(seed, e)``. A run resumed
+from the checkpoint of epoch ``e`` therefore draws exactly the batches the uninterrupted run would have drawn,
+and (with the optimizer, schedule and scaler states restored) ends with the same weights on the same device.
+
+Each epoch writes ``last.pt`` (everything needed to resume) and a row of ``metrics.csv`` (mean losses of the
+epoch and fusion metrics of the validation pairs); the end writes the weights file with its training record.
+The illumination map and glare weight of every batch come from the same
+:class:`~ivfusion_ros.core.illumination.IlluminationEstimator` that runs at inference.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ivfusion_ros.config import IlluminationConfig
+from ivfusion_ros.core.illumination import IlluminationEstimator
+from ivfusion_ros.errors import ConfigError, ModelError
+from ivfusion_ros.eval.metrics import fusion_metrics
+from ivfusion_ros.fusion.base import FusionContext
+from ivfusion_ros.fusion.learned import run_padded
+from ivfusion_ros.fusion.nets.losses import create_loss
+from ivfusion_ros.fusion.nets.registry import create_net
+from ivfusion_ros.fusion.nets.weights import save_weights
+from ivfusion_ros.runtime.device import resolve_device
+from ivfusion_ros.train.data import Pair, PairSet, load_pairs
+
+__all__ = ["CSV_COLUMNS", "LOSS_TERMS", "VAL_METRICS", "TrainConfig", "TrainResult", "train"]
+
+#: Fusion metrics computed on the validation pairs every epoch.
+VAL_METRICS = ("EN", "SD", "SF", "VIF", "Qabf", "SSIM")
+#: Loss terms logged per epoch (0 when a term has weight 0).
+LOSS_TERMS = ("intensity", "gradient", "ssim", "illumination")
+#: Columns of ``metrics.csv``.
+CSV_COLUMNS = ("epoch", "step", "lr", "loss", *LOSS_TERMS, *(f"val_{m}" for m in VAL_METRICS), "seconds")
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class TrainConfig:
+    """What ``ivfusion train`` does; stored in every checkpoint so that ``--resume`` needs nothing else.
+
+    Attributes:
+        variant: network registry name, e.g. ``"amfusion-s"``.
+        data: training data set folders.
+        out: output folder (``last.pt``, ``metrics.csv``, ``<variant>.pt``).
+        epochs: total epochs (a resumed run continues up to this number).
+        steps: optimizer steps per epoch (0: one pass's worth, ``ceil(pairs / batch)``).
+        batch, crop: batch size and square crop side in pixels.
+        lr, weight_decay, min_lr_factor: AdamW learning rate, decay, and the cosine schedule's floor (x lr).
+        seed: initialisation and sampling seed.
+        val: validation data set folders (empty: the first ``val_pairs`` training pairs).
+        val_pairs: validation pairs used per data set.
+        loss: loss weights replacing the family's defaults (e.g. ``{"ssim": 0.0}``).
+        net: network overrides for :func:`create_net` (e.g. tiny channels in tests).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        threads: torch CPU threads (0: leave torch's default).
+        command: the command line, recorded in the weights' metadata.
+    """
+
+    variant: str = "amfusion-s"
+    data: list[str] = field(default_factory=list)
+    out: str = "train_out"
+    epochs: int = 10
+    steps: int = 0
+    batch: int = 8
+    crop: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    min_lr_factor: float = 0.05
+    seed: int = 0
+    val: list[str] = field(default_factory=list)
+    val_pairs: int = 4
+    loss: dict[str, float] = field(default_factory=dict)
+    net: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    threads: int = 0
+    command: str = ""
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for values the loop cannot run with."""
+        for name, lo in (("epochs", 1), ("batch", 1), ("crop", 8), ("val_pairs", 0), ("steps", 0)):
+            if getattr(self, name) < lo:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least {lo}, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+
+
+@dataclass
+class TrainResult:
+    """Where the run left its files and how it ended."""
+
+    weights: Path
+    checkpoint: Path
+    csv: Path
+    epochs: int
+    steps: int
+    history: list[dict[str, float]]
+    seconds: float
+
+
+def _cosine(step: int, total: int, floor: float) -> float:
+    t = min(step, total) / max(total, 1)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def _maps(est: IlluminationEstimator, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Illumination map and glare weight of ``vis`` at its own size, as the fuser gets them at inference."""
+    ill = est(vis)
+    return FusionContext(ill.map, ill.glare).maps_at(tuple(vis.shape[-2:]))
+
+
+def validate(net: torch.nn.Module, pairs: Sequence[Pair], device: torch.device,
+             names: Sequence[str] = VAL_METRICS) -> dict[str, float]:
+    """Mean fusion metrics (:func:`~ivfusion_ros.eval.metrics.fusion_metrics`) of ``net`` on whole ``pairs``."""
+    if not pairs:
+        return {}
+    est = IlluminationEstimator(IlluminationConfig())
+    was_training = net.training
+    net.eval()
+    sums: dict[str, float] = dict.fromkeys(names, 0.0)
+    with torch.inference_mode():
+        for p in pairs:
+            ir = torch.from_numpy(p.ir)[None, None].to(device)
+            vis = torch.from_numpy(p.vis)[None, None].to(device)
+            illum, glare = _maps(est, vis)
+            fused = run_padded(net, net.multiple, ir, vis, illum, glare)
+            m = fusion_metrics(fused[0, 0].float().cpu().numpy() * 255.0, p.ir * 255.0, p.vis * 255.0, names)
+            for k in names:
+                sums[k] += float(m[k])  # plain floats: the weights file is read back with weights_only=True
+    net.train(was_training)
+    return {k: v / len(pairs) for k, v in sums.items()}
+
+
+def _val_pairs(cfg: TrainConfig, data: PairSet) -> tuple[list[Pair], list[dict]]:
+    if cfg.val_pairs == 0:
+        return [], []
+    if cfg.val:
+        vs = load_pairs(cfg.val, limit=cfg.val_pairs)
+        return vs.pairs, vs.sources
+    return data.pairs[:cfg.val_pairs], [{"name": "training pairs", "pairs": min(cfg.val_pairs, len(data))}]
+
+
+def _write_csv(path: Path, rows: list[dict[str, float]]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r.get(k), float) else r.get(k, "")) for k in CSV_COLUMNS})
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ModelError(f"--resume: checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ModelError(f"--resume: cannot read checkpoint {path}: {type(err).__name__}: {str(err)[:200]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "ivfusion-train-checkpoint":
+        raise ModelError(f"--resume: {path} is not an ivfusion training checkpoint")
+    return ckpt
+
+
+def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress | None = None,
+          log: Callable[[str], None] | None = None, data: PairSet | None = None,
+          stop_after: int | None = None) -> TrainResult:
+    """Train ``cfg.variant`` and write checkpoints, ``metrics.csv`` and the final weights into ``cfg.out``.
+
+    Args:
+        cfg: the run. With ``resume``, the checkpoint's configuration is used and only ``epochs`` and ``out``
+            are taken from ``cfg`` (to extend a run or write elsewhere).
+        resume: a ``last.pt`` checkpoint to continue from (epoch counter, optimizer, schedule and history).
+        progress: ``callback(done_steps, total_steps)``.
+        log: receives one line per epoch.
+        data: already loaded training pairs (tests); by default read from ``cfg.data``.
+        stop_after: end after this epoch as if interrupted (checkpoint written, schedule still planned for
+            ``cfg.epochs``); for time-boxed sessions and for testing ``resume``.
+
+    Raises:
+        ConfigError: bad values or unknown variant. ModelError: unreadable checkpoint.
+        InputError: unreadable data.
+    """
+    t_start = time.perf_counter()
+    ckpt = None
+    if resume is not None:
+        ckpt = _load_checkpoint(Path(resume))
+        saved = TrainConfig(**ckpt["config"])
+        saved.epochs, saved.out, saved.command = cfg.epochs, cfg.out, cfg.command or saved.command
+        cfg = saved
+    cfg.check()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    amp = device.type == "cuda"
+
+    data = data if data is not None else load_pairs(cfg.data, min_side=cfg.crop)
+    if len(data) == 0:
+        raise ConfigError("no training pairs")
+    val, val_sources = _val_pairs(cfg, data)
+    steps = cfg.steps or math.ceil(len(data) / cfg.batch)
+    total = cfg.epochs * steps
+
+    torch.manual_seed(cfg.seed)
+    net = create_net(cfg.variant, **cfg.net).to(device)
+    loss_fn = create_loss(net.family, **cfg.loss)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, total, cfg.min_lr_factor))
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    history: list[dict[str, float]] = []
+    first_epoch, step = 1, 0
+    if ckpt is not None:
+        net.load_state_dict(ckpt["net"])
+        opt.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        first_epoch, step = int(ckpt["epoch"]) + 1, int(ckpt["step"])
+        history = [dict(r) for r in ckpt["history"]]
+        # the schedule's horizon follows the (possibly extended) epoch count; its position is the step
+        sched.last_epoch = step
+        for group, base in zip(opt.param_groups, sched.base_lrs):
+            group["lr"] = base * _cosine(step, total, cfg.min_lr_factor)
+    est = IlluminationEstimator(IlluminationConfig())
+    csv_path, ckpt_path = out / "metrics.csv", out / "last.pt"
+
+    net.train()
+    last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+    for epoch in range(first_epoch, last_epoch + 1):
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([cfg.seed, epoch])
+        sums = dict.fromkeys(("loss", *LOSS_TERMS), 0.0)
+        for _ in range(steps):
+            ir, vis = (t.to(device, non_blocking=True) for t in data.sample(rng, cfg.batch, cfg.crop))
+            with torch.no_grad():
+                illum, glare = _maps(est, vis)
+            with torch.autocast(device.type, enabled=amp):
+                fused = net(ir, vis, illum, glare)
+            total_loss, parts = loss_fn(ir, vis, fused, illum, glare)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(total_loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            step += 1
+            sums["loss"] += float(total_loss.detach())
+            for k, v in parts.items():
+                sums[k] += v
+            if progress is not None:
+                progress(step, total)
+        row: dict[str, float] = {"epoch": epoch, "step": step, "lr": opt.param_groups[0]["lr"],
+                                 **{k: v / steps for k, v in sums.items()}}
+        row.update({f"val_{k}": v for k, v in validate(net, val, device).items()})
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        _write_csv(csv_path, history)
+        torch.save({"kind": "ivfusion-train-checkpoint", "config": asdict(cfg), "epoch": epoch, "step": step,
+                    "net": net.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                    "history": history}, ckpt_path)
+        if log is not None:
+            val_txt = " ".join(f"{k}={row[f'val_{k}']:.3f}" for k in VAL_METRICS if f"val_{k}" in row)
+            log(f"epoch {epoch}/{cfg.epochs} loss {row['loss']:.4f} lr {row['lr']:.2e} {val_txt} "
+                f"({row['seconds']:.1f} s)")
+
+    last = history[-1] if history else {}
+    done = int(last.get("epoch", 0))
+    meta = {
+        "variant": cfg.variant,
+        "trained": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "training_data": data.sources,
+        "validation_data": val_sources,
+        "command": cfg.command,
+        "epochs": done,
+        "planned_epochs": cfg.epochs,
+        "steps_per_epoch": steps,
+        "steps": step,
+        "batch": cfg.batch,
+        "crop": cfg.crop,
+        "lr": cfg.lr,
+        "seed": cfg.seed,
+        "device": str(device),
+        "loss_weights": dict(loss_fn.weights),
+        "val_metrics": {k: last[f"val_{k}"] for k in VAL_METRICS if f"val_{k}" in last},
+        "torch": str(torch.__version__),  # a TorchVersion would not load with weights_only=True
+    }
+    weights = save_weights(out / f"{cfg.variant}.pt", net.cpu(), meta)
+    net.to(device)
+    return TrainResult(weights, ckpt_path, csv_path, done, step, history, time.perf_counter() - t_start)
