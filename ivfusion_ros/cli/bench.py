@@ -1,12 +1,18 @@
 """``ivfusion bench``: per-stage latency of the pipeline, as medians and percentiles over many frames.
 
+With ``--nets`` it also times fusion networks alone (model-only: torch and ONNX Runtime on the same random
+inputs), so the pipeline's overhead around a learned variant is visible beside the network's own time.
 Timings on shared machines are noisy: read the medians, and compare cases measured in the same run.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +25,7 @@ from ivfusion_ros.demo.scene import NightStreetScene
 from ivfusion_ros.errors import ConfigError
 from ivfusion_ros.pipeline import STAGES, Pipeline
 
-__all__ = ["bench_case", "run_bench"]
+__all__ = ["bench_case", "bench_nets", "run_bench"]
 
 WARMUP = 5
 DISTINCT_FRAMES = 8  # rendered once and cycled, so rendering is not timed
@@ -54,23 +60,63 @@ def bench_case(frames: list, cfg: PipelineConfig, n: int) -> dict:
                 samples[s].append(res.timings.get(s, 0.0))
             totals.append(res.latency_ms)
 
-    def stats(v: list[float]) -> dict:
-        a = np.asarray(v)
-        return {"p50": round(float(np.median(a)), 3), "p90": round(float(np.percentile(a, 90)), 3),
-                "p99": round(float(np.percentile(a, 99)), 3)}
-
-    total = stats(totals)
-    return {"stages": {s: stats(v) for s, v in samples.items()}, "total": total,
+    total = _stats(totals)
+    return {"stages": {s: _stats(v) for s, v in samples.items()}, "total": total,
             "fps_at_p50": round(1000.0 / total["p50"], 1) if total["p50"] > 0 else None,
             "pipeline": pipe.describe()}
 
 
-def run_bench(n: int, size: str, variants: str, detectors: str, device: str, json_out: Path | None) -> dict:
+def _stats(v: list[float]) -> dict:
+    a = np.asarray(v)
+    return {"p50": round(float(np.median(a)), 3), "p90": round(float(np.percentile(a, 90)), 3),
+            "p99": round(float(np.percentile(a, 99)), 3)}
+
+
+def _time(fn: Callable[[], object], n: int) -> dict:
+    for _ in range(WARMUP):
+        fn()
+    ms = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ms.append((time.perf_counter() - t0) * 1e3)
+    return _stats(ms)
+
+
+def bench_nets(nets: list[str], w: int, h: int, n: int, threads: int = 0) -> list[dict]:
+    """Model-only latency of each fusion network at ``w x h`` (padded to its multiple): torch and ONNX Runtime.
+
+    Random weights: latency does not depend on them. The ONNX model is exported to a temporary file with the
+    fast (torchscript) exporter; its parity with torch is checked on the way.
+    """
+    from ivfusion_ros.fusion.nets.registry import create_net
+    from ivfusion_ros.runtime.export import export_onnx
+    from ivfusion_ros.runtime.onnx_net import OnnxNetRunner
+
+    rows = []
+    for name in nets:
+        net = create_net(name).eval()
+        m = int(net.multiple)
+        hp, wp = -(-h // m) * m, -(-w // m) * m
+        xs = [torch.rand(1, 1, hp, wp) for _ in range(4)]
+        with torch.inference_mode():
+            t_torch = _time(functools.partial(net, *xs), n)
+        with tempfile.TemporaryDirectory() as tmp:
+            res = export_onnx(net, Path(tmp) / f"{name}.onnx", exporter="torchscript", meta={"trained": False})
+            runner = OnnxNetRunner(res.path, threads=threads)
+            t_ort = _time(functools.partial(runner, *xs), n)
+        rows.append({"net": name, "params": sum(p.numel() for p in net.parameters()), "input": [wp, hp],
+                     "torch": t_torch, "onnxruntime": t_ort, "parity_max_abs_diff": max(res.max_abs_diff.values())})
+    return rows
+
+
+def run_bench(n: int, size: str, variants: str, detectors: str, device: str, json_out: Path | None,
+              overrides: dict | None = None, nets: str = "") -> dict:
     w, h = _parse_size(size)
     scene = NightStreetScene(width=w, height=h, num_frames=DISTINCT_FRAMES, seed=0)
     frames = [scene.frame(i) for i in range(DISTINCT_FRAMES)]
     base = update_config(PipelineConfig(), **{"registration.homography": scene.homography.ravel().tolist(),
-                                              "runtime.device": device})
+                                              "runtime.device": device, **(overrides or {})})
     cases = []
     for v in [s for s in variants.split(",") if s]:
         for d in [s for s in detectors.split(",") if s]:
@@ -82,11 +128,22 @@ def run_bench(n: int, size: str, variants: str, detectors: str, device: str, jso
         table.add_row(c["variant"], Path(c["detector"]).name, *(f"{c['stages'][s]['p50']:.2f}" for s in STAGES),
                       f"{c['total']['p50']:.2f}", f"{c['total']['p90']:.2f}", f"{c['fps_at_p50']}")
     Console(width=200).print(table)
+    net_rows = bench_nets([s for s in nets.split(",") if s], w, h, n, threads=base.runtime.threads) if nets else []
+    if net_rows:
+        nt = Table("network", "params", "input", "torch p50", "torch p90", "ORT p50", "ORT p90", "ORT fps",
+                   title=f"fusion networks alone (model-only), ms at {w}x{h}, CPU")
+        for r in net_rows:
+            o = r["onnxruntime"]
+            nt.add_row(r["net"], f"{r['params']:,}", "x".join(map(str, r["input"])), f"{r['torch']['p50']:.2f}",
+                       f"{r['torch']['p90']:.2f}", f"{o['p50']:.2f}", f"{o['p90']:.2f}",
+                       f"{1000.0 / o['p50']:.1f}" if o["p50"] > 0 else "-")
+        Console(width=200).print(nt)
     report = {
         "size": [w, h], "frames": n, "warmup": WARMUP, "device": device,
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "cpu_threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()},
         "cases": cases,
+        "nets": net_rows,
     }
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)

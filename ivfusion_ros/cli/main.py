@@ -352,6 +352,24 @@ def train_cmd(
     run_train(cfg, resume, sys.argv[2:] if len(sys.argv) > 2 else [], console)
 
 
+@app.command("export")
+@handle_errors
+def export_cmd(
+    variant: str = typer.Option(..., "--variant", "-v", help="Network, e.g. amfusion-s (see `ivfusion variants`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The .onnx file to write."),
+    weights: Path | None = typer.Option(None, "--weights", "-w",
+                                        help="Trained .pt weights (omit only for benchmarks: random weights)."),
+    fmt: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+    opset: int = typer.Option(18, "--opset", min=17, help="ONNX opset."),
+    exporter: str = typer.Option("dynamo", "--exporter", help="dynamo (torch.export) or torchscript (legacy, fast)."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Compare ONNX Runtime with torch at two sizes."),
+) -> None:
+    """Export a fusion network to ONNX (dynamic batch, height, width) with its metadata; check parity."""
+    from ivfusion_ros.cli.export import run_export
+
+    run_export(variant, out, weights=weights, fmt=fmt, opset=opset, exporter=exporter, check=check, console=console)
+
+
 @app.command("bench")
 @handle_errors
 def bench_cmd(
@@ -362,11 +380,14 @@ def bench_cmd(
                                   help="Comma-separated detectors: hog, none, or paths to ONNX YOLO models."),
     device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the results as JSON."),
+    sets: list[str] | None = SetOpt,
+    nets: str = typer.Option("", "--nets", help="Also time these fusion networks alone (torch and ONNX Runtime), "
+                                                "e.g. amfusion-s."),
 ) -> None:
-    """Per-stage median / p90 latency of the pipeline on the synthetic scene."""
+    """Per-stage median / p90 latency of the pipeline on the synthetic scene (and of networks alone)."""
     from ivfusion_ros.cli.bench import run_bench
 
-    run_bench(frames, size, variants, detectors, device, json_out)
+    run_bench(frames, size, variants, detectors, device, json_out, overrides=parse_sets(sets), nets=nets)
 
 
 if __name__ == "__main__":  # pragma: no cover

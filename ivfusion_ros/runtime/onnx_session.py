@@ -58,6 +58,8 @@ class OnnxModel:
             this ONNX Runtime build has no CUDA provider, a warning is logged and the CPU is used) or
             ``"auto"`` (CUDA when available, else CPU, without a warning).
         threads: intra-op CPU threads; 0 keeps ONNX Runtime's default (one per physical core).
+        single_input: require exactly one input (detectors); ``False`` for models with several named inputs
+            (fusion networks), run with :meth:`run_feeds`.
 
     Raises:
         ModelError: the file is missing, is a directory, is corrupt / not an ONNX model, or ONNX Runtime
@@ -65,7 +67,7 @@ class OnnxModel:
         ConfigError: ``device`` is not one of auto, cpu, cuda, or ``threads`` is negative.
     """
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0) -> None:
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0, single_input: bool = True) -> None:
         self.path = Path(path)
         if device not in _DEVICES:
             raise ConfigError(f"runtime.device: {device!r} is not one of {', '.join(_DEVICES)}")
@@ -102,12 +104,13 @@ class OnnxModel:
             _LOG.warning("CUDA provider failed to start for %s; running on the CPU", self.path)
 
         inp = self._session.get_inputs()
-        if len(inp) != 1:
+        self._inputs = inp
+        if single_input and len(inp) != 1:
             raise ModelError(
                 f"model {self.path} has {len(inp)} inputs ({', '.join(i.name for i in inp)}); "
                 f"expected one image"
             )
-        self._input = inp[0]
+        self._input = inp[0]  # the single input of detectors
         self._outputs = self._session.get_outputs()
         self._metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
 
@@ -131,6 +134,11 @@ class OnnxModel:
     def input_name(self) -> str:
         """Name of the single input tensor (``"images"`` for Ultralytics exports)."""
         return str(self._input.name)
+
+    @property
+    def input_names(self) -> list[str]:
+        """Names of all inputs, in the model's order."""
+        return [str(i.name) for i in self._inputs]
 
     @property
     def input_shape(self) -> tuple[int | None, ...]:
@@ -177,6 +185,15 @@ class OnnxModel:
                 f"inference with {self.path} failed on input {tuple(inputs.shape)} {inputs.dtype}: "
                 f"{_short(err)}"
             ) from None
+        return [np.asarray(o) for o in outs]
+
+    def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run a model with several named inputs; errors as in :meth:`run`."""
+        try:
+            outs: list[Any] = self._session.run(None, feeds)
+        except Exception as err:
+            shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feeds.items())
+            raise ModelError(f"inference with {self.path} failed on inputs {shapes}: {_short(err)}") from None
         return [np.asarray(o) for o in outs]
 
     def __repr__(self) -> str:
