@@ -24,12 +24,14 @@ from ivfusion_ros.fusion.nets.registry import create_net
 from ivfusion_ros.fusion.nets.weights import WeightsFile, build_from_weights, load_weights, read_onnx_header
 from ivfusion_ros.fusion.registry import register_fuser
 
-__all__ = ["WEIGHTS_DIR", "LearnedFuser", "default_weights", "pad_to_multiple", "run_padded"]
+__all__ = ["WEIGHTS_DIR", "LearnedFuser", "default_weights", "pad_to_multiple", "register_learned", "run_padded"]
 
 #: Where the package keeps its shipped weights (package data).
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: The network whose shipped weights a variant uses when ``fusion.weights`` is empty.
-DEFAULT_NETS = {"amfusion": "amfusion-s"}
+DEFAULT_NETS: dict[str, str] = {}
+#: Variants whose default network's weights are part of the package.
+SHIPPED: set[str] = set()
 
 NetFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -71,8 +73,6 @@ def _onnx_runner(path: Path) -> NetFn:
     return module.OnnxNetRunner(path)
 
 
-@register_fuser("amfusion", "AMFusion network: illumination-guided detail fusion and detection-guided semantic "
-                            "fusion (learned; shipped weights: amfusion-s).", needs_weights=True)
 class LearnedFuser(LuminanceFuser):
     """Runs a fusion network whose weights file belongs to this variant (``family == name``).
 
@@ -87,6 +87,10 @@ class LearnedFuser(LuminanceFuser):
         super().__init__(cfg, device)
         self.weights = Path(cfg.weights).expanduser() if cfg.weights else default_weights(self.name)
         if not cfg.weights and not self.weights.is_file():
+            if self.name not in SHIPPED:
+                raise ModelError(f"variant {self.name!r} ships no trained weights: train them with `ivfusion train "
+                                 f"--variant {DEFAULT_NETS.get(self.name, self.name)} ...` and pass "
+                                 "fusion.weights=FILE")
             raise ModelError(f"variant {self.name!r}: the shipped weights {self.weights} are missing (broken "
                              "installation?); pass fusion.weights=FILE")
         self.net: NetFn
@@ -113,3 +117,23 @@ class LearnedFuser(LuminanceFuser):
     def fuse_luma(self, ir: torch.Tensor, vis_y: torch.Tensor, ctx: FusionContext) -> torch.Tensor:
         illum, glare = ctx.maps_at(tuple(vis_y.shape[-2:]))
         return run_padded(self.net, self.multiple, ir, vis_y, illum, glare)
+
+
+def register_learned(family: str, description: str, default_net: str, shipped: bool) -> type[LearnedFuser]:
+    """Register fusion variant ``family``: a :class:`LearnedFuser` for networks of that family.
+
+    Args:
+        family: variant name, equal to the networks' ``family``.
+        description: one line for ``ivfusion variants``.
+        default_net: the network whose weights ``fusion.weights: ''`` means (``WEIGHTS_DIR/<net>.pt``).
+        shipped: whether the package ships those weights (else an empty ``fusion.weights`` is a clear error).
+    """
+    cls = type(f"{family.title().replace('-', '')}Fuser", (LearnedFuser,), {"__doc__": description})
+    DEFAULT_NETS[family] = default_net
+    if shipped:
+        SHIPPED.add(family)
+    return register_fuser(family, description, needs_weights=True)(cls)
+
+
+register_learned("amfusion", "AMFusion network: illumination-guided detail fusion and detection-guided semantic "
+                             "fusion (learned; shipped weights: amfusion-s).", "amfusion-s", shipped=True)

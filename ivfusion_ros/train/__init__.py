@@ -4,6 +4,6 @@
 """
 
 from ivfusion_ros.train.data import PairSet, load_pairs
-from ivfusion_ros.train.trainer import CSV_COLUMNS, TrainConfig, TrainResult, train
+from ivfusion_ros.train.trainer import CSV_COLUMNS, TrainConfig, TrainResult, csv_columns, train
 
-__all__ = ["CSV_COLUMNS", "PairSet", "TrainConfig", "TrainResult", "load_pairs", "train"]
+__all__ = ["CSV_COLUMNS", "PairSet", "TrainConfig", "TrainResult", "csv_columns", "load_pairs", "train"]

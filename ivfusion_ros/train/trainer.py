@@ -37,14 +37,21 @@ from ivfusion_ros.fusion.nets.weights import save_weights
 from ivfusion_ros.runtime.device import resolve_device
 from ivfusion_ros.train.data import Pair, PairSet, load_pairs
 
-__all__ = ["CSV_COLUMNS", "LOSS_TERMS", "VAL_METRICS", "TrainConfig", "TrainResult", "train"]
+__all__ = ["CSV_COLUMNS", "LOSS_TERMS", "VAL_METRICS", "TrainConfig", "TrainResult", "csv_columns", "train"]
 
 #: Fusion metrics computed on the validation pairs every epoch.
 VAL_METRICS = ("EN", "SD", "SF", "VIF", "Qabf", "SSIM")
-#: Loss terms logged per epoch (0 when a term has weight 0).
+#: Loss terms of the AMFusion family, logged per epoch (each family logs its own: ``FusionLoss.term_names``).
 LOSS_TERMS = ("intensity", "gradient", "ssim", "illumination")
-#: Columns of ``metrics.csv``.
-CSV_COLUMNS = ("epoch", "step", "lr", "loss", *LOSS_TERMS, *(f"val_{m}" for m in VAL_METRICS), "seconds")
+
+
+def csv_columns(terms: Sequence[str] = LOSS_TERMS) -> tuple[str, ...]:
+    """Columns of ``metrics.csv`` for a loss with ``terms`` (0 when a term has weight 0)."""
+    return ("epoch", "step", "lr", "loss", *terms, *(f"val_{m}" for m in VAL_METRICS), "seconds")
+
+
+#: Columns of ``metrics.csv`` of an AMFusion run.
+CSV_COLUMNS = csv_columns()
 
 Progress = Callable[[int, int], None]
 
@@ -154,12 +161,12 @@ def _val_pairs(cfg: TrainConfig, data: PairSet) -> tuple[list[Pair], list[dict]]
     return data.pairs[:cfg.val_pairs], [{"name": "training pairs", "pairs": min(cfg.val_pairs, len(data))}]
 
 
-def _write_csv(path: Path, rows: list[dict[str, float]]) -> None:
+def _write_csv(path: Path, rows: list[dict[str, float]], columns: Sequence[str] = CSV_COLUMNS) -> None:
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
+        w = csv.DictWriter(f, fieldnames=list(columns))
         w.writeheader()
         for r in rows:
-            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r.get(k), float) else r.get(k, "")) for k in CSV_COLUMNS})
+            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r.get(k), float) else r.get(k, "")) for k in columns})
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
@@ -241,14 +248,15 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
     for epoch in range(first_epoch, last_epoch + 1):
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, epoch])
-        sums = dict.fromkeys(("loss", *LOSS_TERMS), 0.0)
+        sums = dict.fromkeys(("loss", *loss_fn.term_names), 0.0)
         for _ in range(steps):
             ir, vis = (t.to(device, non_blocking=True) for t in data.sample(rng, cfg.batch, cfg.crop))
             with torch.no_grad():
                 illum, glare = _maps(est, vis)
             with torch.autocast(device.type, enabled=amp):
                 fused = net(ir, vis, illum, glare)
-            total_loss, parts = loss_fn(ir, vis, fused, illum, glare)
+            # terms the network computed itself in this forward pass (codebook commitment, reconstruction, ...)
+            total_loss, parts = loss_fn(ir, vis, fused, illum, glare, getattr(net, "aux_losses", None))
             opt.zero_grad(set_to_none=True)
             scaler.scale(total_loss).backward()
             scaler.step(opt)
@@ -265,7 +273,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
         row.update({f"val_{k}": v for k, v in validate(net, val, device).items()})
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
-        _write_csv(csv_path, history)
+        _write_csv(csv_path, history, csv_columns(loss_fn.term_names))
         torch.save({"kind": "ivfusion-train-checkpoint", "config": asdict(cfg), "epoch": epoch, "step": step,
                     "net": net.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
                     "history": history}, ckpt_path)

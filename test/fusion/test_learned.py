@@ -151,3 +151,16 @@ def test_shipped_weights_load_and_carry_their_record() -> None:
     y = out.mean(1, keepdim=True)
     assert float(y[..., 16:48, 8:24].mean()) > 0.5  # warm figure visible in the dark
     assert float(y[..., 16:48, 8:24].mean()) > float(y[..., 16:48, 26:30].mean()) + 0.2
+
+
+def test_variant_without_shipped_weights_says_how_to_get_them() -> None:
+    from ivfusion_ros.fusion.learned import register_learned
+    from ivfusion_ros.fusion.registry import list_fusers
+
+    if "unshipped-test" not in [f.name for f in list_fusers()]:
+        register_learned("unshipped-test", "A learned variant without shipped weights (test only).", "unshipped-s",
+                         shipped=False)
+    assert fuser_info("unshipped-test").needs_weights
+    with pytest.raises(ModelError, match="ships no trained weights: train them with `ivfusion train --variant "
+                                         "unshipped-s"):
+        create_fuser("unshipped-test")

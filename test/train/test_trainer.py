@@ -112,3 +112,42 @@ def test_cli_train(pair_dir: Path, tmp_path: Path) -> None:
     assert (out / "amfusion-s.pt").is_file() and (out / "last.pt").is_file()
     r = CliRunner().invoke(app, ["train", "--data", str(pair_dir), "--out", str(out), "--loss", "perceptual=1"])
     assert r.exit_code == 1 and "unknown loss term" in r.output
+
+
+class _AuxNet(torch.nn.Module):
+    """A test family whose network computes a loss term itself, as a codebook's commitment term would."""
+
+    multiple = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(0.2))
+        self.aux_losses: dict[str, torch.Tensor] = {}
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor, illum: torch.Tensor, glare: torch.Tensor) -> torch.Tensor:
+        self.aux_losses = {"pull": (self.w - 0.9) ** 2}  # pulls w to 0.9; the image terms alone would not
+        return (self.w * ir + (1 - self.w) * vis).clamp(0, 1)
+
+
+def test_network_computed_loss_terms_are_weighted_logged_and_required(pair_dir: Path, tmp_path: Path) -> None:
+    from ivfusion_ros.fusion.nets import list_nets, register_net
+    from ivfusion_ros.fusion.nets.losses import create_loss, register_loss
+    from ivfusion_ros.train import csv_columns
+
+    if "aux-test-net" not in list_nets():
+
+        @register_net("auxtest", "Test network with a network-computed loss term.")
+        def aux_test_net(**_: object) -> torch.nn.Module:
+            net = _AuxNet()
+            net.variant, net.family, net.config = "aux-test-net", "auxtest", {}
+            return net
+
+        register_loss("auxtest", {"intensity": 0.0, "pull": 1.0}, aux=("pull",))
+    res = train(_cfg(pair_dir, tmp_path / "aux", variant="aux-test-net", net={}, epochs=3, steps=10, lr=0.05))
+    with Path(res.csv).open() as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == csv_columns(("intensity", "pull"))
+    assert float(rows[-1]["pull"]) < 0.2 * float(rows[0]["pull"])
+    assert float(rows[-1]["intensity"]) == 0.0  # weight 0: not computed
+    with pytest.raises(ModelError, match="did not compute it"):
+        create_loss("auxtest")(*(torch.rand(1, 1, 8, 8) for _ in range(5)), aux={})

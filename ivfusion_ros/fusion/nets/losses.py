@@ -28,10 +28,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ivfusion_ros.errors import ConfigError
+from ivfusion_ros.errors import ConfigError, ModelError
 
-__all__ = ["LOSS_DEFAULTS", "FusionLoss", "create_loss", "gradient_loss", "illumination_loss", "intensity_loss",
-           "sobel_magnitude", "ssim", "ssim_loss"]
+__all__ = [
+    "AUX_TERMS",
+    "LOSS_DEFAULTS",
+    "TERMS",
+    "FusionLoss",
+    "create_loss",
+    "gradient_loss",
+    "illumination_loss",
+    "intensity_loss",
+    "register_loss",
+    "register_term",
+    "sobel_magnitude",
+    "ssim",
+    "ssim_loss",
+]
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
@@ -107,41 +120,78 @@ def illumination_loss(fused: torch.Tensor, glare: torch.Tensor | None = None, pa
     return cost.mean()
 
 
+#: A loss term computed from the images: ``term(ir, vis, fused, illum, glare) -> scalar tensor``.
+Term = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: Image loss terms by name; families pick theirs by giving them a weight (:func:`register_loss`).
+TERMS: dict[str, Term] = {
+    "intensity": lambda ir, vis, f, il, gl: intensity_loss(ir, vis, f, gl),
+    "gradient": lambda ir, vis, f, il, gl: gradient_loss(ir, vis, f),
+    "ssim": lambda ir, vis, f, il, gl: ssim_loss(ir, vis, f),
+    "illumination": lambda ir, vis, f, il, gl: illumination_loss(f, gl),
+}
+
 #: Default loss weights per network family (what the shipped weights were trained with).
 LOSS_DEFAULTS: dict[str, dict[str, float]] = {
     "amfusion": {"intensity": 1.0, "gradient": 2.0, "ssim": 0.5, "illumination": 1.0},
 }
+#: Terms a family's network computes itself during a training forward pass (codebook commitment,
+#: reconstruction of the inputs, ...), published as ``net.aux_losses: dict[str, Tensor]``.
+AUX_TERMS: dict[str, tuple[str, ...]] = {"amfusion": ()}
+
+
+def register_term(name: str, term: Term) -> None:
+    """Add an image loss term (e.g. a family's own perceptual term) under ``name``."""
+    if name in TERMS:
+        raise ValueError(f"loss term {name!r} registered twice")
+    TERMS[name] = term
+
+
+def register_loss(family: str, defaults: dict[str, float], aux: tuple[str, ...] = ()) -> None:
+    """Declare the loss of network ``family``: default weights of image terms and of its network's aux terms."""
+    unknown = set(defaults) - set(TERMS) - set(aux)
+    if unknown:
+        raise ValueError(f"{family}: unknown loss term(s) {sorted(unknown)}")
+    LOSS_DEFAULTS[family] = dict(defaults)
+    AUX_TERMS[family] = tuple(aux)
 
 
 class FusionLoss(nn.Module):
-    """Weighted sum of loss terms: ``loss(ir, vis, fused, illum, glare) -> (total, {term: float})``.
+    """Weighted sum of loss terms: ``loss(ir, vis, fused, illum, glare, aux) -> (total, {term: float})``.
 
-    Terms with weight 0 are not computed. The per-term floats are detached values for logging.
+    Image terms come from :data:`TERMS`; ``aux`` terms are computed by the network in its forward pass and
+    weighted here like the others. Terms with weight 0 are not computed. The per-term floats are detached
+    values for logging; :attr:`term_names` lists every term the loss can report, in a stable order.
     """
 
-    def __init__(self, weights: dict[str, float]) -> None:
+    def __init__(self, weights: dict[str, float], aux: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.weights = dict(weights)
-        self._terms: dict[str, Callable[..., torch.Tensor]] = {
-            "intensity": lambda ir, vis, f, il, gl: intensity_loss(ir, vis, f, gl),
-            "gradient": lambda ir, vis, f, il, gl: gradient_loss(ir, vis, f),
-            "ssim": lambda ir, vis, f, il, gl: ssim_loss(ir, vis, f),
-            "illumination": lambda ir, vis, f, il, gl: illumination_loss(f, gl),
-        }
-        unknown = set(self.weights) - set(self._terms)
+        self.aux = tuple(aux)
+        unknown = set(self.weights) - set(TERMS) - set(self.aux)
         if unknown:
-            raise ConfigError(f"unknown loss term(s) {sorted(unknown)} (available: {', '.join(self._terms)})")
+            raise ConfigError(f"unknown loss term(s) {sorted(unknown)} "
+                              f"(available: {', '.join([*TERMS, *self.aux])})")
+        self.term_names = tuple(self.weights)
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor, fused: torch.Tensor, illum: torch.Tensor,
-                glare: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+                glare: torch.Tensor, aux: dict[str, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+        total = fused.new_zeros((), dtype=torch.float32)
         parts: dict[str, float] = {}
+        aux = aux or {}
         # the terms are computed in float32 even under autocast: SSIM's variances lose too much in half precision
         f32 = [t.float() for t in (ir, vis, fused, illum, glare)]
-        total = f32[2].new_zeros(())
         for name, w in self.weights.items():
             if w == 0:
                 continue
-            value = self._terms[name](*f32)
+            if name in self.aux:
+                if name not in aux:
+                    raise ModelError(f"loss term {name!r}: the network did not compute it (net.aux_losses has "
+                                     f"{sorted(aux) or 'nothing'})")
+                value = aux[name].float()
+            else:
+                value = TERMS[name](*f32)
             parts[name] = float(value.detach())
             total = total + w * value
         return total, parts
@@ -155,4 +205,5 @@ def create_loss(family: str, **weights: Any) -> FusionLoss:
     """
     if family not in LOSS_DEFAULTS:
         raise ConfigError(f"no loss defined for network family {family!r} (available: {', '.join(LOSS_DEFAULTS)})")
-    return FusionLoss({**LOSS_DEFAULTS[family], **{k: float(v) for k, v in weights.items()}})
+    return FusionLoss({**LOSS_DEFAULTS[family], **{k: float(v) for k, v in weights.items()}},
+                      aux=AUX_TERMS.get(family, ()))
