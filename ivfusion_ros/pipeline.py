@@ -189,6 +189,28 @@ class Pipeline:
             self.detector.update_config(new.detector)
         return changed
 
+    def _thermal_tensor(self, thermal: np.ndarray, encoding: str | None) -> torch.Tensor:
+        """Decode (AGC) a thermal image; ``(1, 1, H, W)`` on the device. ``None`` infers the encoding from dtype."""
+        if encoding is None:
+            encoding = _DTYPE_TO_THERMAL_ENCODING.get(getattr(thermal, "dtype", None), "")
+            if not encoding:
+                raise InputError(f"thermal image: cannot infer an encoding from dtype "
+                                 f"{getattr(thermal, 'dtype', type(thermal).__name__)}", reason="bad_encoding")
+        th = self.thermal(thermal, encoding)
+        return torch.from_numpy(th).to(self.device, non_blocking=True)[None, None]
+
+    def _rgb_tensor(self, rgb: np.ndarray, encoding: str
+                    ) -> tuple[np.ndarray, torch.Tensor, tuple[int, int], tuple[int, int]]:
+        """Decode an RGB image: ``(rgb array, (1, 3, H, W) tensor at the output size, input WH, output WH)``."""
+        vis = decode_rgb(rgb, encoding)
+        rgb_wh = (vis.shape[1], vis.shape[0])
+        out_wh = self.registration.output_size(rgb_wh)
+        vis_t = _to_tensor_rgb(vis, self.device)
+        if out_wh != rgb_wh:
+            vis_t = torch.nn.functional.interpolate(vis_t, size=(out_wh[1], out_wh[0]), mode="bilinear",
+                                                    align_corners=False, antialias=True)
+        return vis, vis_t, rgb_wh, out_wh
+
     def reset(self) -> None:
         """Forget per-stream state (regime, AGC range), e.g. after a camera restart or a bag seek."""
         self.illumination.reset()
@@ -223,21 +245,8 @@ class Pipeline:
         timer = self.timer
         timer.reset()
         with timer.stage("preprocess"):
-            if thermal_encoding is None:
-                thermal_encoding = _DTYPE_TO_THERMAL_ENCODING.get(getattr(thermal, "dtype", None), "")
-                if not thermal_encoding:
-                    raise InputError(f"thermal image: cannot infer an encoding from dtype "
-                                     f"{getattr(thermal, 'dtype', type(thermal).__name__)}",
-                                     reason="bad_encoding")
-            th = self.thermal(thermal, thermal_encoding)
-            vis = decode_rgb(rgb, rgb_encoding)
-            rgb_wh = (vis.shape[1], vis.shape[0])
-            out_wh = self.registration.output_size(rgb_wh)
-            vis_t = _to_tensor_rgb(vis, self.device)
-            if out_wh != rgb_wh:
-                vis_t = torch.nn.functional.interpolate(vis_t, size=(out_wh[1], out_wh[0]), mode="bilinear",
-                                                        align_corners=False, antialias=True)
-            ir_t = torch.from_numpy(th).to(self.device, non_blocking=True)[None, None]
+            ir_t = self._thermal_tensor(thermal, thermal_encoding)
+            vis, vis_t, rgb_wh, out_wh = self._rgb_tensor(rgb, rgb_encoding)
         with timer.stage("register"):
             ir_t = self.registration.warp(ir_t, rgb_wh)
         with timer.stage("illumination"):
@@ -317,13 +326,7 @@ class Pipeline:
         level, regime, glare_fraction = 0.0, "unknown", 0.0
         if modality == "rgb":
             with timer.stage("preprocess"):
-                vis = decode_rgb(image, encoding or "rgb8")
-                rgb_wh = (vis.shape[1], vis.shape[0])
-                out_wh = self.registration.output_size(rgb_wh)
-                vis_t = _to_tensor_rgb(vis, self.device)
-                if out_wh != rgb_wh:
-                    vis_t = torch.nn.functional.interpolate(vis_t, size=(out_wh[1], out_wh[0]), mode="bilinear",
-                                                            align_corners=False, antialias=True)
+                vis, vis_t, rgb_wh, out_wh = self._rgb_tensor(image, encoding or "rgb8")
             with timer.stage("illumination"):
                 ill = self.illumination(luma(vis_t))
                 level, regime, glare_fraction = ill.level, ill.regime.value, ill.glare_fraction
@@ -331,13 +334,7 @@ class Pipeline:
                 shown = _to_uint8(vis_t) if out_wh != rgb_wh else vis
         else:
             with timer.stage("preprocess"):
-                if encoding is None:
-                    encoding = _DTYPE_TO_THERMAL_ENCODING.get(getattr(image, "dtype", None), "")
-                    if not encoding:
-                        raise InputError(f"thermal image: cannot infer an encoding from dtype "
-                                         f"{getattr(image, 'dtype', type(image).__name__)}", reason="bad_encoding")
-                th = self.thermal(image, encoding)
-                ir_t = torch.from_numpy(th).to(self.device, non_blocking=True)[None, None]
+                ir_t = self._thermal_tensor(image, encoding)
             with timer.stage("register"):
                 if rgb_size is not None:
                     ir_t = self.registration.warp(ir_t, tuple(rgb_size))

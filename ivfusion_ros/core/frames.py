@@ -21,7 +21,8 @@ import numpy as np
 from ivfusion_ros.config import ThermalConfig
 from ivfusion_ros.errors import InputError
 
-__all__ = ["RGB_ENCODINGS", "THERMAL_ENCODINGS", "ThermalNormalizer", "decode_rgb", "thermal_to_display"]
+__all__ = ["CANONICAL_ENCODINGS", "IMAGE_ENCODINGS", "RGB_ENCODINGS", "THERMAL_ENCODINGS", "ThermalNormalizer",
+           "decode_rgb", "thermal_to_display"]
 
 #: encoding -> (numpy dtype, channels)
 THERMAL_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
@@ -38,6 +39,11 @@ RGB_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
     "bgra8": (np.dtype(np.uint8), 4),
     "mono8": (np.dtype(np.uint8), 1),
 }
+
+#: Every ``sensor_msgs/Image`` encoding the pipeline reads (thermal or RGB side): encoding -> (dtype, channels).
+IMAGE_ENCODINGS: dict[str, tuple[np.dtype, int]] = {**THERMAL_ENCODINGS, **RGB_ENCODINGS}
+#: Aliases reported under their usual name (``8UC1`` is mono8, ``16UC1`` mono16).
+CANONICAL_ENCODINGS = {"8UC1": "mono8", "16UC1": "mono16"}
 
 _TO_RGB = {
     "bgr8": cv2.COLOR_BGR2RGB,

@@ -45,8 +45,10 @@ from rosbags.image import image_to_cvimage
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys.store import Typestore
 
+from ivfusion_ros.core.frames import CANONICAL_ENCODINGS, IMAGE_ENCODINGS
 from ivfusion_ros.errors import InputError, IvfusionError
 from ivfusion_ros.io.rostypes import DISTROS, FUSION_STATUS, typestore
+from ivfusion_ros.ros.conversions import compressed_msg_to_array, image_layout
 
 __all__ = [
     "COMPRESSED_IMAGE",
@@ -80,19 +82,6 @@ _PLUGINS = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 #: rosbag2 metadata version written (8: read by Humble and Jazzy alike).
 BAG_VERSION = 8
 
-#: Encodings of ``sensor_msgs/Image`` that the pipeline reads: encoding -> (dtype, channels).
-IMAGE_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
-    "mono8": (np.dtype(np.uint8), 1),
-    "8UC1": (np.dtype(np.uint8), 1),
-    "mono16": (np.dtype(np.uint16), 1),
-    "16UC1": (np.dtype(np.uint16), 1),
-    "32FC1": (np.dtype(np.float32), 1),
-    "rgb8": (np.dtype(np.uint8), 3),
-    "bgr8": (np.dtype(np.uint8), 3),
-    "rgba8": (np.dtype(np.uint8), 4),
-    "bgra8": (np.dtype(np.uint8), 4),
-}
-_CANONICAL = {"8UC1": "mono8", "16UC1": "mono16"}
 _NS = 1_000_000_000
 
 
@@ -294,14 +283,11 @@ class BagReader:
         return BagMessage(topic, msgtype, log_ns, stamp_ns, "header", frame_id, msg, raw)
 
 
-def _bytes_of(data: Any) -> np.ndarray:
-    if isinstance(data, np.ndarray):
-        return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
-    return np.frombuffer(data, dtype=np.uint8)
-
-
 def image_from_msg(msg: Any) -> tuple[np.ndarray, str]:
     """A ``sensor_msgs/Image`` or ``CompressedImage`` (``rosbags`` message) -> ``(image, encoding)``.
+
+    The checks and the compressed decoding are the node's (:mod:`ivfusion_ros.ros.conversions`), so a bag
+    drops exactly the messages the node would; raw pixels are converted by ``rosbags-image``.
 
     Returns:
         native-endian ``(H, W)`` or ``(H, W, C)`` array and its encoding (``8UC1``/``16UC1`` given as
@@ -314,55 +300,17 @@ def image_from_msg(msg: Any) -> tuple[np.ndarray, str]:
             ``decode_failed`` (compressed data OpenCV cannot decode).
     """
     if hasattr(msg, "format"):
-        return _compressed_from_msg(msg)
-    encoding = str(msg.encoding)
-    if encoding not in IMAGE_ENCODINGS:
-        raise InputError(f"unsupported image encoding {encoding!r} (supported: {', '.join(IMAGE_ENCODINGS)})",
-                         reason="bad_encoding")
-    dtype, channels = IMAGE_ENCODINGS[encoding]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    buf = _bytes_of(msg.data)
-    if h == 0 or w == 0 or buf.size == 0:
-        raise InputError(f"empty image ({w}x{h}, {buf.size} bytes of data)", reason="empty")
-    row = w * channels * dtype.itemsize
-    if step < row:
-        raise InputError(f"{encoding} image {w}x{h}: step {step} is smaller than a row ({row} bytes)",
-                         reason="size_mismatch")
-    if buf.size != step * h:
-        raise InputError(f"{encoding} image {w}x{h}: data has {buf.size} bytes, step*height is {step * h}",
-                         reason="size_mismatch")
-    if step != row:  # padded rows: keep the pixels only (rosbags-image assumes step == row)
-        buf = np.ascontiguousarray(buf.reshape(h, step)[:, :row]).reshape(-1)
-        msg = dataclasses.replace(msg, data=buf, step=row)
+        return compressed_msg_to_array(msg)
+    lay = image_layout(msg)
+    if lay.step != lay.row:  # padded rows: keep the pixels only (rosbags-image assumes step == row)
+        buf = np.ascontiguousarray(lay.data.reshape(lay.height, lay.step)[:, : lay.row]).reshape(-1)
+        msg = dataclasses.replace(msg, data=buf, step=lay.row)
     img = np.asarray(image_to_cvimage(msg))  # views the pixels and byte-swaps foreign-endian data
-    if img.dtype != dtype:  # defensive: the encoding table and rosbags-image agree on every entry above
-        img = img.astype(dtype)
+    if img.dtype != lay.dtype:  # defensive: the encoding table and rosbags-image agree on every entry above
+        img = img.astype(lay.dtype)
     elif not img.flags.writeable:  # a view of the message bytes: torch.from_numpy warns on read-only arrays
         img = img.copy()
-    return img, _CANONICAL.get(encoding, encoding)
-
-
-def _compressed_from_msg(msg: Any) -> tuple[np.ndarray, str]:
-    fmt = str(msg.format)
-    if "compresseddepth" in fmt.lower().replace(" ", ""):
-        raise InputError(f"compressed format {fmt!r} is not supported (use png or jpeg)", reason="bad_encoding")
-    buf = _bytes_of(msg.data)
-    if buf.size == 0:
-        raise InputError("empty compressed image", reason="empty")
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise InputError(f"cannot decode compressed image (format {fmt!r}, {buf.size} bytes)",
-                         reason="decode_failed")
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    channels = 1 if img.ndim == 2 else img.shape[2]
-    table = {(np.dtype(np.uint8), 1): "mono8", (np.dtype(np.uint16), 1): "mono16",
-             (np.dtype(np.uint8), 3): "bgr8", (np.dtype(np.uint8), 4): "bgra8"}
-    encoding = table.get((img.dtype, channels))
-    if encoding is None:
-        raise InputError(f"compressed image has unsupported pixel type {img.dtype} x{channels}",
-                         reason="bad_encoding")
-    return img, encoding
+    return img, CANONICAL_ENCODINGS.get(lay.encoding, lay.encoding)
 
 
 # ------------------------------------------------------------------------------------------ message makers

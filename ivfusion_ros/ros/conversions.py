@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from ivfusion_ros.core.frames import CANONICAL_ENCODINGS, IMAGE_ENCODINGS
 from ivfusion_ros.errors import InputError
 
 if TYPE_CHECKING:
@@ -38,29 +39,18 @@ __all__ = [
     "STATUS_MODES",
     "Detection2DFields",
     "ImageFields",
+    "ImageLayout",
     "compressed_msg_to_array",
     "debug_overlay",
     "detections_to_fields",
     "image_fields",
+    "image_layout",
     "image_msg_to_array",
+    "message_bytes",
     "sec_to_stamp",
     "stamp_to_sec",
     "status_fields",
 ]
-
-#: Image encodings the node reads: encoding -> (dtype, channels). ``8UC1``/``16UC1`` read as mono8/mono16.
-IMAGE_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
-    "mono8": (np.dtype(np.uint8), 1),
-    "8UC1": (np.dtype(np.uint8), 1),
-    "mono16": (np.dtype(np.uint16), 1),
-    "16UC1": (np.dtype(np.uint16), 1),
-    "32FC1": (np.dtype(np.float32), 1),
-    "rgb8": (np.dtype(np.uint8), 3),
-    "bgr8": (np.dtype(np.uint8), 3),
-    "rgba8": (np.dtype(np.uint8), 4),
-    "bgra8": (np.dtype(np.uint8), 4),
-}
-_CANONICAL = {"8UC1": "mono8", "16UC1": "mono16"}
 
 #: Values of ``FusionStatus.mode``.
 STATUS_MODES = ("fused", "rgb_only", "thermal_only", "paused")
@@ -80,21 +70,29 @@ def sec_to_stamp(t: float) -> tuple[int, int]:
     return int(sec), int(ns)
 
 
-def _bytes_of(data: Any) -> np.ndarray:
+def message_bytes(data: Any) -> np.ndarray:
     """The message's ``data`` as a flat uint8 array without copying (bytes, array.array, memoryview, numpy)."""
     if isinstance(data, np.ndarray):
         return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
     return np.frombuffer(data, dtype=np.uint8)
 
 
-def image_msg_to_array(msg: Any) -> tuple[np.ndarray, str]:
-    """Decode a ``sensor_msgs/Image`` into a numpy image in native byte order.
+@dataclass(frozen=True)
+class ImageLayout:
+    """A validated ``sensor_msgs/Image``: pixel type, size, row stride and its bytes (unpadded when ``step == row``)."""
 
-    Returns:
-        ``(image, encoding)``: ``(H, W)`` for one channel, ``(H, W, C)`` otherwise, dtype per
-        :data:`IMAGE_ENCODINGS`; ``encoding`` is the message's with ``8UC1``/``16UC1`` given as
-        ``mono8``/``mono16``. Rows are unpadded; without padding or byte swapping the array is a read-only
-        view of ``msg.data``.
+    encoding: str
+    dtype: np.dtype
+    channels: int
+    height: int
+    width: int
+    step: int
+    row: int  # bytes of pixels per row; step - row is padding
+    data: np.ndarray  # flat uint8 view of msg.data
+
+
+def image_layout(msg: Any) -> ImageLayout:
+    """Check a ``sensor_msgs/Image``'s encoding and sizes before touching its pixels.
 
     Raises:
         InputError: ``reason="bad_encoding"`` for an unsupported encoding, ``"empty"`` for zero width,
@@ -109,7 +107,7 @@ def image_msg_to_array(msg: Any) -> tuple[np.ndarray, str]:
         )
     dtype, channels = IMAGE_ENCODINGS[encoding]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    buf = _bytes_of(msg.data)
+    buf = message_bytes(msg.data)
     if h == 0 or w == 0 or buf.size == 0:
         raise InputError(f"empty image ({w}x{h}, {buf.size} bytes of data)", reason="empty")
     row = w * channels * dtype.itemsize
@@ -119,15 +117,31 @@ def image_msg_to_array(msg: Any) -> tuple[np.ndarray, str]:
     if buf.size != step * h:
         raise InputError(f"{encoding} image {w}x{h}: data has {buf.size} bytes, step*height is {step * h}",
                          reason="size_mismatch")
-    rows = buf.reshape(h, step)
-    if step != row:
-        rows = np.ascontiguousarray(rows[:, :row])  # drop the padding (numpy < 1.23 cannot view it)
+    return ImageLayout(encoding, dtype, channels, h, w, step, row, buf)
+
+
+def image_msg_to_array(msg: Any) -> tuple[np.ndarray, str]:
+    """Decode a ``sensor_msgs/Image`` into a numpy image in native byte order.
+
+    Returns:
+        ``(image, encoding)``: ``(H, W)`` for one channel, ``(H, W, C)`` otherwise, dtype per
+        :data:`IMAGE_ENCODINGS`; ``encoding`` is the message's with ``8UC1``/``16UC1`` given as
+        ``mono8``/``mono16``. Rows are unpadded; without padding or byte swapping the array is a read-only
+        view of ``msg.data``.
+
+    Raises:
+        InputError: as :func:`image_layout`.
+    """
+    lay = image_layout(msg)
+    rows = lay.data.reshape(lay.height, lay.step)
+    if lay.step != lay.row:
+        rows = np.ascontiguousarray(rows[:, : lay.row])  # drop the padding (numpy < 1.23 cannot view it)
     order = ">" if msg.is_bigendian else "<"
-    img = rows.view(dtype.newbyteorder(order)) if dtype.itemsize > 1 else rows
-    img = img.reshape((h, w) if channels == 1 else (h, w, channels))
-    if img.dtype != dtype:  # foreign byte order -> native
-        img = img.astype(dtype)
-    return img, _CANONICAL.get(encoding, encoding)
+    img = rows.view(lay.dtype.newbyteorder(order)) if lay.dtype.itemsize > 1 else rows
+    img = img.reshape((lay.height, lay.width) if lay.channels == 1 else (lay.height, lay.width, lay.channels))
+    if img.dtype != lay.dtype:  # foreign byte order -> native
+        img = img.astype(lay.dtype)
+    return img, CANONICAL_ENCODINGS.get(lay.encoding, lay.encoding)
 
 
 def compressed_msg_to_array(msg: Any) -> tuple[np.ndarray, str]:
@@ -146,7 +160,7 @@ def compressed_msg_to_array(msg: Any) -> tuple[np.ndarray, str]:
     fmt = str(getattr(msg, "format", ""))
     if "compresseddepth" in fmt.lower().replace(" ", ""):
         raise InputError(f"compressed format {fmt!r} is not supported (use png or jpeg)", reason="bad_encoding")
-    buf = _bytes_of(msg.data)
+    buf = message_bytes(msg.data)
     if buf.size == 0:
         raise InputError("empty compressed image", reason="empty")
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
