@@ -282,6 +282,27 @@ def test_parameters_validated_and_applied_between_frames(harness: Harness) -> No
         assert not r.successful
 
 
+def test_learned_variant_with_the_shipped_weights(harness: Harness, tmp_path: Path) -> None:
+    """`variant: amfusion` runs the weights installed with the package; a broken weights file is rejected."""
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"not weights")
+    (r,) = harness.set_parameters(**{"fusion.weights": str(bad)})  # unused by adaptive
+    assert r.successful, r.reason
+    (r,) = harness.set_parameters(**{"fusion.variant": "amfusion"})
+    assert not r.successful and "broken.pt" in r.reason, r.reason
+    assert harness.node.cfg.fusion.variant == "adaptive"
+
+    (r,) = harness.set_parameters(**{"fusion.weights": ""})
+    assert r.successful, r.reason
+    (r,) = harness.set_parameters(**{"fusion.variant": "amfusion"})
+    assert r.successful, r.reason
+    harness.clear()
+    harness.publish_pair(5000.0)
+    status = harness.wait_for(lambda: harness.last_status(lambda s: s.frames_fused >= 1), what="a status")
+    assert status.variant == "amfusion"
+    assert harness.wait_for(lambda: harness.messages("fused"), what="a fused image")
+
+
 def test_camera_silence_degrades_and_recovers(harness: Harness) -> None:
     harness.stream(0.6)
     harness.wait_for(lambda: harness.last_status(lambda s: s.mode == "fused" and s.frames_fused > 0),
