@@ -110,25 +110,52 @@ def bench_nets(nets: list[str], w: int, h: int, n: int, threads: int = 0) -> lis
     return rows
 
 
-def run_bench(n: int, size: str, variants: str, detectors: str, device: str, json_out: Path | None,
-              overrides: dict | None = None, nets: str = "") -> dict:
-    w, h = _parse_size(size)
+def _model_overhead(cases: list[dict], net_rows: list[dict], base: PipelineConfig) -> None:
+    """Add ``model_only_ms`` and ``fuse_over_model`` to cases of learned variants whose network was timed alone.
+
+    The network is the one the variant runs (``fusion.weights``' header, else the variant's default), the
+    backend the one the weights select (``.onnx``: ONNX Runtime, else torch), so the ratio is the pipeline's
+    fusion stage (padding, maps, chroma) over the bare network on the same inputs' size.
+    """
+    from ivfusion_ros.fusion.learned import DEFAULT_NETS
+    from ivfusion_ros.fusion.nets.weights import load_weights, read_onnx_header
+
+    weights = base.fusion.weights
+    backend = "onnxruntime" if weights.lower().endswith(".onnx") else "torch"
+    by_net = {r["net"]: r for r in net_rows}
+    for c in cases:
+        if c["variant"] not in DEFAULT_NETS:
+            continue
+        if weights:
+            net = (read_onnx_header(weights) if backend == "onnxruntime" else load_weights(weights)).variant
+        else:
+            net = DEFAULT_NETS[c["variant"]]
+        if net in by_net:
+            model = by_net[net][backend]["p50"]
+            c["model_only"] = {"net": net, "backend": backend, "p50": model}
+            c["fuse_over_model"] = round(c["stages"]["fuse"]["p50"] / model, 3) if model > 0 else None
+
+
+def _bench_size(n: int, w: int, h: int, variants: str, detectors: str, device: str, overrides: dict,
+                nets: str) -> tuple[list[dict], list[dict]]:
     scene = NightStreetScene(width=w, height=h, num_frames=DISTINCT_FRAMES, seed=0)
     frames = [scene.frame(i) for i in range(DISTINCT_FRAMES)]
     base = update_config(PipelineConfig(), **{"registration.homography": scene.homography.ravel().tolist(),
-                                              "runtime.device": device, **(overrides or {})})
+                                              "runtime.device": device, **overrides})
     cases = []
     for v in [s for s in variants.split(",") if s]:
         for d in [s for s in detectors.split(",") if s]:
             cfg = update_config(base, **{"fusion.variant": v, **_detector_overrides(d)})
             r = bench_case(frames, cfg, n)
-            cases.append({"variant": v, "detector": d, **r})
+            cases.append({"size": [w, h], "variant": v, "detector": d, **r})
     table = Table("variant", "detector", *STAGES, "total p50", "total p90", "fps", title=f"median ms/frame at {w}x{h}")
     for c in cases:
         table.add_row(c["variant"], Path(c["detector"]).name, *(f"{c['stages'][s]['p50']:.2f}" for s in STAGES),
                       f"{c['total']['p50']:.2f}", f"{c['total']['p90']:.2f}", f"{c['fps_at_p50']}")
     Console(width=200).print(table)
     net_rows = bench_nets([s for s in nets.split(",") if s], w, h, n, threads=base.runtime.threads) if nets else []
+    for r in net_rows:
+        r["size"] = [w, h]
     if net_rows:
         nt = Table("network", "params", "input", "torch p50", "torch p90", "ORT p50", "ORT p90", "ORT fps",
                    title=f"fusion networks alone (model-only), ms at {w}x{h}, CPU")
@@ -138,8 +165,31 @@ def run_bench(n: int, size: str, variants: str, detectors: str, device: str, jso
                        f"{r['torch']['p90']:.2f}", f"{o['p50']:.2f}", f"{o['p90']:.2f}",
                        f"{1000.0 / o['p50']:.1f}" if o["p50"] > 0 else "-")
         Console(width=200).print(nt)
+        _model_overhead(cases, net_rows, base)
+        for c in cases:
+            if "fuse_over_model" in c:
+                m, fuse = c["model_only"], c["stages"]["fuse"]["p50"]
+                Console(width=200).print(
+                    f"{c['variant']} + {Path(c['detector']).name} at {w}x{h}: fuse stage {fuse:.2f} ms vs "
+                    f"{m['net']} alone ({m['backend']}) {m['p50']:.2f} ms: pipeline overhead "
+                    f"{100 * (c['fuse_over_model'] - 1):+.0f} %")
+    return cases, net_rows
+
+
+def run_bench(n: int, size: str, variants: str, detectors: str, device: str, json_out: Path | None,
+              overrides: dict | None = None, nets: str = "") -> dict:
+    """Bench every variant x detector (and network, with ``nets``) at each size of ``size`` (``WxH[,WxH]``)."""
+    sizes = [_parse_size(s) for s in size.split(",") if s.strip()]
+    if not sizes:
+        raise ConfigError("--size: give at least one WxH")
+    cases: list[dict] = []
+    net_rows: list[dict] = []
+    for w, h in sizes:
+        c, r = _bench_size(n, w, h, variants, detectors, device, dict(overrides or {}), nets)
+        cases += c
+        net_rows += r
     report = {
-        "size": [w, h], "frames": n, "warmup": WARMUP, "device": device,
+        "size": list(sizes[0]), "sizes": [list(s) for s in sizes], "frames": n, "warmup": WARMUP, "device": device,
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "cpu_threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()},
         "cases": cases,

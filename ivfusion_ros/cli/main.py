@@ -374,7 +374,7 @@ def export_cmd(
 @handle_errors
 def bench_cmd(
     frames: int = typer.Option(50, "--frames", "-n", min=5, help="Timed frames per case (after warm-up)."),
-    size: str = typer.Option("640x512", "--size", help="Resolution WxH."),
+    size: str = typer.Option("640x512", "--size", help="Resolution WxH, or several: 640x512,1280x1024."),
     variants: str = typer.Option("adaptive,average", "--variants", help="Comma-separated fusion variants."),
     detectors: str = typer.Option("hog,none", "--detectors",
                                   help="Comma-separated detectors: hog, none, or paths to ONNX YOLO models."),

@@ -116,6 +116,23 @@ def test_bench_json(tmp_path: Path) -> None:
     assert report["cases"][0]["stages"]["fuse"]["p50"] > 0
 
 
+def test_bench_sizes_and_learned_variant_overhead(tmp_path: Path) -> None:
+    """Several sizes in one run; a learned variant's fusion stage is put beside its network timed alone."""
+    out = tmp_path / "bench.json"
+    res = _invoke("bench", "--frames", "5", "--size", "96x64,128x96", "--variants", "amfusion", "--detectors",
+                  "none", "--nets", "amfusion-s", "--json", str(out))
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert report["sizes"] == [[96, 64], [128, 96]]
+    assert [c["size"] for c in report["cases"]] == [[96, 64], [128, 96]]
+    assert [r["size"] for r in report["nets"]] == [[96, 64], [128, 96]]
+    for case, net in zip(report["cases"], report["nets"]):
+        assert case["model_only"] == {"net": "amfusion-s", "backend": "torch", "p50": net["torch"]["p50"]}
+        assert case["fuse_over_model"] == pytest.approx(case["stages"]["fuse"]["p50"] / net["torch"]["p50"],
+                                                        abs=1e-3)
+    assert "pipeline overhead" in res.output
+
+
 def test_version() -> None:
     res = _invoke("--version")
     assert res.exit_code == 0 and res.output.strip()
