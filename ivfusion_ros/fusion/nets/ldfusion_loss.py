@@ -95,8 +95,8 @@ LOSS_WEIGHTS: dict[str, float] = {"clip_direction": 2.0, "clip_patch": 10.0, "cl
                                   "clip_perceptual": 1.0}
 CLIP_TERMS = tuple(LOSS_WEIGHTS)
 _NEEDS_CLIP = ("LDFusion training needs CLIP weights: pip install open_clip_torch and pass --clip-weights FILE "
-               "(and --clip-model NAME, e.g. ViT-B-32), or train with --loss {terms} set to 0 and pixel terms "
-               "(intensity, gradient, ssim) instead")
+               "(a local open_clip weights file; --clip-model NAME, default ViT-B-32), or train without the CLIP "
+               "terms: --loss {terms},intensity=1,gradient=2,ssim=0.5")
 
 
 class ClipLike(Protocol):
