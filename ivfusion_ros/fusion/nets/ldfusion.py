@@ -226,7 +226,13 @@ class LDFusion(nn.Module):
     def style_params(self, ir: torch.Tensor, vis: torch.Tensor, illum: torch.Tensor,
                      glare: torch.Tensor) -> torch.Tensor:
         """AdaIN parameters ``(B, n)`` from the two style codes and the scene's mean illumination and glare;
-        the std chunks pass through ``softplus`` (positive)."""
+        the std chunks pass through ``softplus`` (positive). Inputs as :meth:`forward` takes them."""
+        if self.unshuffle:
+            ir, vis = F.pixel_unshuffle(ir, 2), F.pixel_unshuffle(vis, 2)
+        return self._style_params(ir, vis, illum, glare)
+
+    def _style_params(self, ir: torch.Tensor, vis: torch.Tensor, illum: torch.Tensor,
+                      glare: torch.Tensor) -> torch.Tensor:
         scene = torch.cat((illum.mean(dim=(2, 3)), glare.mean(dim=(2, 3))), dim=1)  # (B, 2)
         raw = self.mlp(torch.cat((self.style_vis(vis), self.style_ir(ir), scene), dim=1))
         out = []
@@ -242,7 +248,7 @@ class LDFusion(nn.Module):
         if self.unshuffle:
             ir, vis = F.pixel_unshuffle(ir, 2), F.pixel_unshuffle(vis, 2)
         x = self.mix(torch.cat((self.content_vis(vis), self.content_ir(ir)), dim=1))
-        params = self.style_params(ir, vis, illum, glare)
+        params = self._style_params(ir, vis, illum, glare)
         i = 0
         for b in self.blocks:
             x = b(x, params[:, i:i + b.num_params])
