@@ -131,7 +131,6 @@ def test_gradients_reach_the_fusion_network_through_every_clip_term() -> None:
 def test_embeddings_are_encoded_once_per_step() -> None:
     guide = tiny_guide()
     calls = []
-    guide.model.register_forward_pre_hook(lambda *_: None)
     orig = guide.model.encode_image
     guide.model.encode_image = lambda x: (calls.append(x.shape[0]), orig(x))[1]  # type: ignore[method-assign]
     ir, vis, f = _textured(1), _textured(2), _textured(3).requires_grad_()
