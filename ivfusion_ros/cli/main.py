@@ -331,11 +331,15 @@ def train_cmd(
     loss: str | None = typer.Option(None, "--loss", help="Loss weights, e.g. ssim=0.5,gradient=2."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (AMP on CUDA)."),
     threads: int = typer.Option(2, "--threads", min=0, help="CPU threads for torch (0: torch's default)."),
+    clip_model: str = typer.Option("ViT-B-32", "--clip-model", help="open_clip model name (LDFusion's CLIP loss)."),
+    clip_weights: str = typer.Option("", "--clip-weights", help="Local CLIP weights file (LDFusion)."),
+    clip_prompt: list[str] = typer.Option([], "--clip-prompt",
+                                          help="LDFusion prompt KEY=TEXT, KEY visible|infrared|fused (repeatable)."),
 ) -> None:
     """Train a fusion network on image pairs (unsupervised) and write its weights with a training record."""
     import sys
 
-    from ivfusion_ros.cli.train import parse_loss_weights, run_train
+    from ivfusion_ros.cli.train import parse_loss_weights, parse_prompts, run_train
     from ivfusion_ros.train.trainer import TrainConfig
 
     def folders(text: str | None) -> list[str]:
@@ -343,12 +347,16 @@ def train_cmd(
 
     cfg = TrainConfig(variant=variant, data=folders(data), out=str(out), epochs=epochs, steps=steps, batch=batch,
                       crop=crop, lr=lr, seed=seed, val=folders(val), val_pairs=val_pairs,
-                      loss=parse_loss_weights(loss), device=device, threads=threads)
-    if resume is None:  # fail before reading data on an unknown network or loss term
+                      loss=parse_loss_weights(loss), device=device, threads=threads, clip_model=clip_model,
+                      clip_weights=clip_weights, clip_prompts=parse_prompts(clip_prompt))
+    if resume is None:  # fail before reading data on an unknown network or loss term, or a CLIP loss without CLIP
+        from ivfusion_ros.fusion.nets import ldfusion_loss
         from ivfusion_ros.fusion.nets.losses import create_loss
         from ivfusion_ros.fusion.nets.registry import net_info
 
-        create_loss(net_info(variant).family, **cfg.loss)
+        weights = create_loss(net_info(variant).family, **cfg.loss).weights
+        if ldfusion_loss.uses_clip(weights) and not clip_weights:
+            ldfusion_loss.load_clip(clip_model, "")  # raises the error that says what LDFusion training needs
     run_train(cfg, resume, sys.argv[2:] if len(sys.argv) > 2 else [], console)
 
 

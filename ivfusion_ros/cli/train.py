@@ -11,7 +11,7 @@ from ivfusion_ros.cli.progress import progress_bar
 from ivfusion_ros.errors import ConfigError
 from ivfusion_ros.train.trainer import TrainConfig, TrainResult, train
 
-__all__ = ["parse_loss_weights", "run_train"]
+__all__ = ["parse_loss_weights", "parse_prompts", "run_train"]
 
 
 def parse_loss_weights(text: str | None) -> dict[str, float]:
@@ -28,6 +28,19 @@ def parse_loss_weights(text: str | None) -> dict[str, float]:
         except ValueError:
             raise ConfigError(f"--loss expects term=weight[,term=weight...], got {item!r}") from None
     return out
+
+
+def parse_prompts(items: list[str] | None) -> dict[str, str]:
+    """``["fused=a sharp image", ...]`` -> ``{"fused": "a sharp image"}``; keys not given keep the paper's prompt."""
+    from ivfusion_ros.fusion.nets.ldfusion_loss import PAPER_PROMPTS
+
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or key.strip() not in PAPER_PROMPTS or not text.strip():
+            raise ConfigError(f"--clip-prompt expects KEY=TEXT, KEY one of {', '.join(PAPER_PROMPTS)}; got {item!r}")
+        out[key.strip()] = text.strip()
+    return {**PAPER_PROMPTS, **out} if out else {}
 
 
 def run_train(cfg: TrainConfig, resume: Path | None, argv: list[str], console: Console) -> TrainResult:

@@ -32,6 +32,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_NETS: dict[str, str] = {}
 #: Variants whose default network's weights are part of the package.
 SHIPPED: set[str] = set()
+#: What ``ivfusion train`` needs beyond ``--variant`` for a variant that ships no weights (shown in its error).
+TRAIN_HINTS: dict[str, str] = {}
 
 NetFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -89,8 +91,8 @@ class LearnedFuser(LuminanceFuser):
         if not cfg.weights and not self.weights.is_file():
             if self.name not in SHIPPED:
                 raise ModelError(f"variant {self.name!r} ships no trained weights: train them with `ivfusion train "
-                                 f"--variant {DEFAULT_NETS.get(self.name, self.name)} ...` and pass "
-                                 "fusion.weights=FILE")
+                                 f"--variant {DEFAULT_NETS.get(self.name, self.name)} "
+                                 f"{TRAIN_HINTS.get(self.name, '...')}` and pass fusion.weights=FILE")
             raise ModelError(f"variant {self.name!r}: the shipped weights {self.weights} are missing (broken "
                              "installation?); pass fusion.weights=FILE")
         self.net: NetFn
@@ -119,7 +121,8 @@ class LearnedFuser(LuminanceFuser):
         return run_padded(self.net, self.multiple, ir, vis_y, illum, glare)
 
 
-def register_learned(family: str, description: str, default_net: str, shipped: bool) -> type[LearnedFuser]:
+def register_learned(family: str, description: str, default_net: str, shipped: bool,
+                     train_hint: str = "") -> type[LearnedFuser]:
     """Register fusion variant ``family``: a :class:`LearnedFuser` for networks of that family.
 
     Args:
@@ -127,13 +130,20 @@ def register_learned(family: str, description: str, default_net: str, shipped: b
         description: one line for ``ivfusion variants``.
         default_net: the network whose weights ``fusion.weights: ''`` means (``WEIGHTS_DIR/<net>.pt``).
         shipped: whether the package ships those weights (else an empty ``fusion.weights`` is a clear error).
+        train_hint: the ``ivfusion train`` options that error should show after ``--variant`` (default ``...``).
     """
     cls = type(f"{family.title().replace('-', '')}Fuser", (LearnedFuser,), {"__doc__": description})
     DEFAULT_NETS[family] = default_net
     if shipped:
         SHIPPED.add(family)
+    if train_hint:
+        TRAIN_HINTS[family] = train_hint
     return register_fuser(family, description, needs_weights=True)(cls)
 
 
 register_learned("amfusion", "AMFusion network: illumination-guided detail fusion and detection-guided semantic "
                              "fusion (learned; shipped weights: amfusion-s).", "amfusion-s", shipped=True)
+register_learned("ldfusion", "LDFusion network: content encoders, style codes and an AdaIN decoder, trained with a "
+                             "language-driven loss in CLIP space (learned; no shipped weights: train with your CLIP "
+                             "weights).", "ldfusion-s", shipped=False,
+                 train_hint="--data DIRS --out DIR --clip-weights YOUR_CLIP_WEIGHTS (pip install open_clip_torch)")

@@ -13,7 +13,9 @@ The illumination map and glare weight of every batch come from the same
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -76,6 +78,9 @@ class TrainConfig:
         device: ``auto``, ``cpu`` or ``cuda``.
         threads: torch CPU threads (0: leave torch's default).
         command: the command line, recorded in the weights' metadata.
+        clip_model, clip_weights, clip_prompts: the CLIP model (open_clip name and local weights file) and the
+            prompts of the ``clip_*`` loss terms (LDFusion); used only when such a term has a weight. Empty
+            prompts: the paper's.
     """
 
     variant: str = "amfusion-s"
@@ -96,6 +101,9 @@ class TrainConfig:
     device: str = "cpu"
     threads: int = 0
     command: str = ""
+    clip_model: str = "ViT-B-32"
+    clip_weights: str = ""
+    clip_prompts: dict[str, str] = field(default_factory=dict)
 
     def check(self) -> None:
         """Raise :class:`ConfigError` for values the loop cannot run with."""
@@ -128,6 +136,12 @@ def _maps(est: IlluminationEstimator, vis: torch.Tensor) -> tuple[torch.Tensor, 
     """Illumination map and glare weight of ``vis`` at its own size, as the fuser gets them at inference."""
     ill = est(vis)
     return FusionContext(ill.map, ill.glare).maps_at(tuple(vis.shape[-2:]))
+
+
+def _use_clip(guide: Any) -> contextlib.AbstractContextManager:
+    from ivfusion_ros.fusion.nets.ldfusion_loss import use_clip
+
+    return use_clip(guide)
 
 
 def validate(net: torch.nn.Module, pairs: Sequence[Pair], device: torch.device,
@@ -181,9 +195,21 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
+def _clip_guide(weights: dict[str, float], cfg: TrainConfig, device: torch.device,
+                clip: Any | None) -> Any | None:
+    """The CLIP guide of a loss with ``clip_*`` terms (LDFusion): ``clip`` if given, else loaded from ``cfg``."""
+    from ivfusion_ros.fusion.nets import ldfusion_loss
+
+    if not ldfusion_loss.uses_clip(weights):
+        return None
+    if clip is None:
+        clip = ldfusion_loss.load_clip(cfg.clip_model, cfg.clip_weights, device, prompts=cfg.clip_prompts or None)
+    return clip.to(device)
+
+
 def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress | None = None,
           log: Callable[[str], None] | None = None, data: PairSet | None = None,
-          stop_after: int | None = None) -> TrainResult:
+          stop_after: int | None = None, clip: Any | None = None) -> TrainResult:
     """Train ``cfg.variant`` and write checkpoints, ``metrics.csv`` and the final weights into ``cfg.out``.
 
     Args:
@@ -195,6 +221,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
         data: already loaded training pairs (tests); by default read from ``cfg.data``.
         stop_after: end after this epoch as if interrupted (checkpoint written, schedule still planned for
             ``cfg.epochs``); for time-boxed sessions and for testing ``resume``.
+        clip: a :class:`~ivfusion_ros.fusion.nets.ldfusion_loss.ClipGuide` for the ``clip_*`` loss terms
+            (default: loaded from ``cfg.clip_model``/``cfg.clip_weights`` when the loss has such terms).
 
     Raises:
         ConfigError: bad values or unknown variant. ModelError: unreadable checkpoint.
@@ -225,6 +253,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
     torch.manual_seed(cfg.seed)
     net = create_net(cfg.variant, **cfg.net).to(device)
     loss_fn = create_loss(net.family, **cfg.loss)
+    guide = _clip_guide(loss_fn.weights, cfg, device, clip)
+    # active only while the loss is computed, so no state outlives the run (or an exception in it)
+    loss_context = contextlib.nullcontext if guide is None else functools.partial(_use_clip, guide)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, total, cfg.min_lr_factor))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -256,7 +287,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
             with torch.autocast(device.type, enabled=amp):
                 fused = net(ir, vis, illum, glare)
             # terms the network computed itself in this forward pass (codebook commitment, reconstruction, ...)
-            total_loss, parts = loss_fn(ir, vis, fused, illum, glare, getattr(net, "aux_losses", None))
+            with loss_context():
+                total_loss, parts = loss_fn(ir, vis, fused, illum, glare, getattr(net, "aux_losses", None))
             opt.zero_grad(set_to_none=True)
             scaler.scale(total_loss).backward()
             scaler.step(opt)
@@ -303,6 +335,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
         "val_metrics": {k: last[f"val_{k}"] for k in VAL_METRICS if f"val_{k}" in last},
         "torch": str(torch.__version__),  # a TorchVersion would not load with weights_only=True
     }
+    if guide is not None:
+        meta["clip"] = {"model": cfg.clip_model, "weights": Path(cfg.clip_weights).name if cfg.clip_weights else "",
+                        "prompts": dict(guide.prompts)}
     weights = save_weights(out / f"{cfg.variant}.pt", net.cpu(), meta)
     net.to(device)
     return TrainResult(weights, ckpt_path, csv_path, done, step, history, time.perf_counter() - t_start)
