@@ -66,13 +66,16 @@ def run_padded(net: NetFn, multiple: int, ir: torch.Tensor, vis: torch.Tensor, i
     return out[..., :h, :w]
 
 
-def _onnx_runner(path: Path) -> NetFn:
+def _onnx_runner(path: Path, device: torch.device) -> NetFn:
     try:
         module = importlib.import_module("ivfusion_ros.runtime.onnx_net")
     except ImportError as err:
         raise ModelError(f"{path}: ONNX fusion networks need ivfusion_ros.runtime.onnx_net, which this "
                          f"installation lacks ({err}); use the .pt weights instead") from None
-    return module.OnnxNetRunner(path)
+    # as many ONNX Runtime threads as torch has (the pipeline sets those from runtime.threads): ORT's default of
+    # one per core on top of torch's would oversubscribe the CPU
+    return module.OnnxNetRunner(path, device="cuda" if device.type == "cuda" else "cpu",
+                                threads=torch.get_num_threads())
 
 
 class LearnedFuser(LuminanceFuser):
@@ -98,7 +101,7 @@ class LearnedFuser(LuminanceFuser):
         self.net: NetFn
         if self.weights.suffix.lower() == ".onnx":
             self.header = read_onnx_header(self.weights, families=(self.name,))
-            runner = _onnx_runner(self.weights)
+            runner = _onnx_runner(self.weights, device)
             multiple = getattr(runner, "multiple", None)
             self.multiple = int(multiple) if multiple else int(create_net(self.header.variant,
                                                                           **self.header.config).multiple)
