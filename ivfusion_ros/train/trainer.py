@@ -183,7 +183,8 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress | None = None,
           log: Callable[[str], None] | None = None, data: PairSet | None = None,
-          stop_after: int | None = None) -> TrainResult:
+          stop_after: int | None = None, setup_net: Callable[[torch.nn.Module], None] | None = None
+          ) -> TrainResult:
     """Train ``cfg.variant`` and write checkpoints, ``metrics.csv`` and the final weights into ``cfg.out``.
 
     Args:
@@ -195,6 +196,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
         data: already loaded training pairs (tests); by default read from ``cfg.data``.
         stop_after: end after this epoch as if interrupted (checkpoint written, schedule still planned for
             ``cfg.epochs``); for time-boxed sessions and for testing ``resume``.
+        setup_net: called with the new network (on ``cfg.device``) before training, e.g. to attach task losses
+            for joint-driven TSJNet training (``lambda net: net.attach_tasks(detection=...)``); what it attaches
+            is not saved (pass it again when resuming).
 
     Raises:
         ConfigError: bad values or unknown variant. ModelError: unreadable checkpoint.
@@ -224,6 +228,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
 
     torch.manual_seed(cfg.seed)
     net = create_net(cfg.variant, **cfg.net).to(device)
+    if setup_net is not None:
+        setup_net(net)
     loss_fn = create_loss(net.family, **cfg.loss)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, total, cfg.min_lr_factor))
