@@ -334,3 +334,22 @@ def test_onnx_export_parity(tmp_path: Path) -> None:
         with torch.no_grad():
             want = net(*xs)
         torch.testing.assert_close(runner(*xs), want, rtol=0, atol=PARITY_TOL)
+
+
+def test_tsjnet_fuser_runs_a_weights_file(tmp_path: Path) -> None:
+    """The ``tsjnet`` variant loads a tsjnet weights file, pads odd frames and keeps the visible chroma."""
+    from ivfusion_ros.fusion import FusionContext, create_fuser, fuser_info
+    from ivfusion_ros.fusion.nets.weights import save_weights
+
+    assert fuser_info("tsjnet").needs_weights
+    torch.manual_seed(0)
+    net = create_net("tsjnet-s", **TINY)
+    path = save_weights(tmp_path / "tiny.pt", net, {"note": "test"})
+    fuser = create_fuser("tsjnet", weights=str(path))
+    assert fuser.multiple == 8 and "tsjnet-s" in fuser.describe()
+    g = torch.Generator().manual_seed(3)
+    ir, vis = torch.rand(1, 1, 37, 53, generator=g), torch.rand(1, 3, 37, 53, generator=g)
+    out = fuser.fuse(ir, vis, FusionContext.uniform(ir, illumination=0.2))
+    assert out.shape == (1, 3, 37, 53) and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    with pytest.raises(ModelError, match="amfusion"):  # a weights file of another family is refused
+        create_fuser("amfusion", weights=str(path))

@@ -469,7 +469,7 @@ def _create_tsjnet(variant: str, config: dict[str, Any], overrides: dict[str, An
     return net
 
 
-@register_net("tsjnet", "TSJNet, real-time size (about 25 k parameters; LSM at 1/4 resolution, no full-resolution "
+@register_net("tsjnet", "TSJNet, real-time size (about 11 k parameters; LSM at 1/4 resolution, no full-resolution "
                         "convolution).")
 def tsjnet_s(**overrides: Any) -> TSJNet:
     return _create_tsjnet("tsjnet-s", dict(channels=(8, 16), scale=4, radix=2, enc_blocks=1, dec_blocks=1, heads=2,
@@ -477,8 +477,8 @@ def tsjnet_s(**overrides: Any) -> TSJNet:
                                            separable=True, base_pool=2), overrides)
 
 
-@register_net("tsjnet", "TSJNet, paper size (64 features at full resolution, 7x7 neighbourhoods, two "
-                        "split-attention blocks per side).")
+@register_net("tsjnet", "TSJNet, paper size (about 0.28 M parameters: 64 features at full resolution, 7x7 "
+                        "neighbourhoods, two split-attention blocks per side).")
 def tsjnet(**overrides: Any) -> TSJNet:
     return _create_tsjnet("tsjnet", dict(channels=(32, 64), scale=1, radix=2, enc_blocks=2, dec_blocks=2, heads=4,
                                          kernel=7, nat_depth=2, mlp_ratio=2.0, se_reduction=4, att_groups=8,
