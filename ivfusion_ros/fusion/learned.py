@@ -138,4 +138,4 @@ def register_learned(family: str, description: str, default_net: str, shipped: b
 register_learned("amfusion", "AMFusion network: illumination-guided detail fusion and detection-guided semantic "
                              "fusion (learned; shipped weights: amfusion-s).", "amfusion-s", shipped=True)
 register_learned("tsjnet", "TSJNet network: split-attention encoder, LSM (neighbourhood attention + detail salience), "
-                           "spatial-attention decoder (learned; shipped weights: tsjnet-s).", "tsjnet-s", shipped=False)
+                           "spatial-attention decoder (learned; shipped weights: tsjnet-s).", "tsjnet-s", shipped=True)

@@ -29,6 +29,8 @@ signal only) and the fused image. Architecture (``c0, c = channels``, ``s = scal
     (:func:`neighborhood_attention`: zero padding and ``k^2`` shifted slices, neighbours outside the image
     masked out), so it exports to ONNX with dynamic H and W and needs no ``natten``. At the image border the
     window is cut (NATTEN instead shifts it inwards); this works at any size, even smaller than the window.
+    With ``base_pool = 2`` (real-time size) the branch works on 2x2-average-pooled features: base features are
+    the smooth part, and attention on a quarter of the pixels is what keeps it within the CPU budget.
   - **DSM** (Detail Salience Module), the *detail* branch: ``y = conv(x)``; a salience path pools ``p =
     maxpool_2(y) + avgpool_2(y)`` (max keeps the strongest local response, average its context), gates it by
     squeeze-excitation ``g = sigmoid(W2 relu(W1 GAP(p)))`` (one weight in (0, 1) per channel) and upsamples it
