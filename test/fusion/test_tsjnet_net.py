@@ -353,3 +353,26 @@ def test_tsjnet_fuser_runs_a_weights_file(tmp_path: Path) -> None:
     assert out.shape == (1, 3, 37, 53) and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
     with pytest.raises(ModelError, match="amfusion"):  # a weights file of another family is refused
         create_fuser("amfusion", weights=str(path))
+
+
+def test_shipped_weights_load_and_fuse_both_sources() -> None:
+    """`tsjnet` without fusion.weights loads the package's tsjnet-s.pt, trained and documented."""
+    from ivfusion_ros.fusion import FusionContext, create_fuser
+    from ivfusion_ros.fusion.learned import default_weights
+
+    path = default_weights("tsjnet")
+    assert path.name == "tsjnet-s.pt" and path.with_suffix(".md").is_file()
+    assert path.stat().st_size < 2_000_000
+    fuser = create_fuser("tsjnet")
+    assert fuser.weights == path and fuser.header.variant == "tsjnet-s"
+    meta = fuser.header.meta
+    assert meta["epochs"] >= 1 and meta["loss_weights"]["reconstruction"] > 0
+    assert meta["command"].startswith("ivfusion train --variant tsjnet-s")
+    # trained behaviour: the warm figure shows on a dark visible background, and a visible edge survives
+    ir = torch.full((1, 1, 64, 64), 0.3)
+    ir[..., 16:48, 8:24] = 0.9
+    vis = torch.full((1, 3, 64, 64), 0.03)
+    vis[..., 40:, :] = 0.6  # a bright band below row 40, absent from the thermal image
+    out = fuser.fuse(ir, vis, FusionContext.uniform(ir, 0.3)).mean(1, keepdim=True)
+    assert float(out[..., 18:38, 10:22].mean()) > float(out[..., 18:38, 30:60].mean()) + 0.2
+    assert float(out[..., 44:60, 30:60].mean()) > float(out[..., 20:36, 30:60].mean()) + 0.1
