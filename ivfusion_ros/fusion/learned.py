@@ -150,3 +150,5 @@ register_learned("ldfusion", "LDFusion network: content encoders, style codes an
                              "language-driven loss in CLIP space (learned; no shipped weights: train with your CLIP "
                              "weights).", "ldfusion-s", shipped=False,
                  train_hint="--data DIRS --out DIR --clip-weights YOUR_CLIP_WEIGHTS (pip install open_clip_torch)")
+register_learned("tsjnet", "TSJNet network: split-attention encoder, LSM (neighbourhood attention + detail salience), "
+                           "spatial-attention decoder (learned; shipped weights: tsjnet-s).", "tsjnet-s", shipped=True)

@@ -209,7 +209,8 @@ def _clip_guide(weights: dict[str, float], cfg: TrainConfig, device: torch.devic
 
 def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress | None = None,
           log: Callable[[str], None] | None = None, data: PairSet | None = None,
-          stop_after: int | None = None, clip: Any | None = None) -> TrainResult:
+          stop_after: int | None = None, clip: Any | None = None,
+          setup_net: Callable[[torch.nn.Module], None] | None = None) -> TrainResult:
     """Train ``cfg.variant`` and write checkpoints, ``metrics.csv`` and the final weights into ``cfg.out``.
 
     Args:
@@ -223,6 +224,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
             ``cfg.epochs``); for time-boxed sessions and for testing ``resume``.
         clip: a :class:`~ivfusion_ros.fusion.nets.ldfusion_loss.ClipGuide` for the ``clip_*`` loss terms
             (default: loaded from ``cfg.clip_model``/``cfg.clip_weights`` when the loss has such terms).
+        setup_net: called with the new network (on ``cfg.device``) before training, e.g. to attach task losses
+            for joint-driven TSJNet training (``lambda net: net.attach_tasks(detection=...)``); what it attaches
+            is not saved (pass it again when resuming).
 
     Raises:
         ConfigError: bad values or unknown variant. ModelError: unreadable checkpoint.
@@ -252,6 +256,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
 
     torch.manual_seed(cfg.seed)
     net = create_net(cfg.variant, **cfg.net).to(device)
+    if setup_net is not None:
+        setup_net(net)
     loss_fn = create_loss(net.family, **cfg.loss)
     guide = _clip_guide(loss_fn.weights, cfg, device, clip)
     # active only while the loss is computed, so no state outlives the run (or an exception in it)

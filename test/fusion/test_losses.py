@@ -84,4 +84,4 @@ def test_create_loss_total_parts_and_gradients() -> None:
     with pytest.raises(ConfigError, match="unknown loss term"):
         create_loss("amfusion", perceptual=1.0)
     with pytest.raises(ConfigError, match="no loss defined"):
-        create_loss("tsjnet")
+        create_loss("no-such-family")
