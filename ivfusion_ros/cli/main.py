@@ -331,6 +331,17 @@ def train_cmd(
     loss: str | None = typer.Option(None, "--loss", help="Loss weights, e.g. ssim=0.5,gradient=2."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (AMP on CUDA)."),
     threads: int = typer.Option(2, "--threads", min=0, help="CPU threads for torch (0: torch's default)."),
+    text_encoder: str | None = typer.Option(None, "--text-encoder",
+                                            help="Text-guided nets (t2p): encoder of the prompts, hash[:DIM], "
+                                                 "minilm or clip:MODEL:WEIGHTS (embeddings cached in the weights)."),
+    prompts: list[str] | None = typer.Option(None, "--prompt", help="Text-guided nets: a prompt (repeat the "
+                                                                    "option for several; default: the net's)."),
+    bilevel: bool = typer.Option(False, "--bilevel", help="Alternate detection-head and fusion updates (t2p's "
+                                                          "bilevel training; needs labelled pairs)."),
+    labels: str | None = typer.Option(None, "--labels", help="With --bilevel: YOLO/VOC/COCO labels (default: each "
+                                                             "data set's labels/)."),
+    det_weight: float = typer.Option(0.1, "--det-weight", min=0.0, help="With --bilevel: weight of the detection "
+                                                                        "loss in the fusion update."),
 ) -> None:
     """Train a fusion network on image pairs (unsupervised) and write its weights with a training record."""
     import sys
@@ -344,12 +355,21 @@ def train_cmd(
     cfg = TrainConfig(variant=variant, data=folders(data), out=str(out), epochs=epochs, steps=steps, batch=batch,
                       crop=crop, lr=lr, seed=seed, val=folders(val), val_pairs=val_pairs,
                       loss=parse_loss_weights(loss), device=device, threads=threads)
+    if text_encoder:
+        cfg.net["text_encoder"] = text_encoder
+    if prompts:
+        cfg.net["prompts"] = list(prompts)
+    if bilevel and resume is not None:
+        raise ConfigError("--bilevel runs cannot be resumed (--resume is for the plain training)")
     if resume is None:  # fail before reading data on an unknown network or loss term
         from ivfusion_ros.fusion.nets.losses import create_loss
         from ivfusion_ros.fusion.nets.registry import net_info
 
         create_loss(net_info(variant).family, **cfg.loss)
-    run_train(cfg, resume, sys.argv[2:] if len(sys.argv) > 2 else [], console)
+    from ivfusion_ros.train.bilevel import BilevelConfig
+
+    run_train(cfg, resume, sys.argv[2:] if len(sys.argv) > 2 else [], console,
+              bilevel=BilevelConfig(labels=labels, det_weight=det_weight) if bilevel else None)
 
 
 @app.command("export")
