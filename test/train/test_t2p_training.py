@@ -158,7 +158,7 @@ def test_labelled_pairs_keep_boxes_through_crops(pair_dir: Path) -> None:
     assert [p.labelled for p in data.pairs] == [True, True, True, False]
     assert data.pairs[0].classes.tolist() == [0, 1]  # person, car -> vehicle
     ir, vis, boxes, labelled = data.sample(np.random.default_rng(0), 6, 32)
-    assert ir.shape == (6, 1, 32, 32)
+    assert ir.shape == vis.shape == (6, 1, 32, 32) and labelled.dtype == torch.bool
     for bx, _ in boxes:
         assert (bx >= 0).all() and (bx <= 32).all()
     assert sum(len(b) for b, _ in boxes) > 0
