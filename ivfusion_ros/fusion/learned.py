@@ -139,4 +139,4 @@ register_learned("amfusion", "AMFusion network: illumination-guided detail fusio
                              "fusion (learned; shipped weights: amfusion-s).", "amfusion-s", shipped=True)
 register_learned("t2p", "Text-to-Pixels network: prompt embeddings (cached in the weights) steer the fusion gates and "
                         "attention, codebook on the semantic features (learned; shipped weights: t2p-s).", "t2p-s",
-                 shipped=False)
+                 shipped=True)
