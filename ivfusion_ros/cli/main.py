@@ -335,6 +335,17 @@ def train_cmd(
     clip_weights: str = typer.Option("", "--clip-weights", help="Local CLIP weights file (LDFusion)."),
     clip_prompt: list[str] = typer.Option([], "--clip-prompt",
                                           help="LDFusion prompt KEY=TEXT, KEY visible|infrared|fused (repeatable)."),
+    text_encoder: str | None = typer.Option(None, "--text-encoder",
+                                            help="Text-guided nets (t2p): encoder of the prompts, hash[:DIM], "
+                                                 "minilm or clip:MODEL:WEIGHTS (embeddings cached in the weights)."),
+    prompts: list[str] | None = typer.Option(None, "--prompt", help="Text-guided nets: a prompt (repeat the "
+                                                                    "option for several; default: the net's)."),
+    bilevel: bool = typer.Option(False, "--bilevel", help="Alternate detection-head and fusion updates (t2p's "
+                                                          "bilevel training; needs labelled pairs)."),
+    labels: str | None = typer.Option(None, "--labels", help="With --bilevel: YOLO/VOC/COCO labels (default: each "
+                                                             "data set's labels/)."),
+    det_weight: float = typer.Option(0.1, "--det-weight", min=0.0, help="With --bilevel: weight of the detection "
+                                                                        "loss in the fusion update."),
 ) -> None:
     """Train a fusion network on image pairs (unsupervised) and write its weights with a training record."""
     import sys
@@ -349,6 +360,12 @@ def train_cmd(
                       crop=crop, lr=lr, seed=seed, val=folders(val), val_pairs=val_pairs,
                       loss=parse_loss_weights(loss), device=device, threads=threads, clip_model=clip_model,
                       clip_weights=clip_weights, clip_prompts=parse_prompts(clip_prompt))
+    if text_encoder:
+        cfg.net["text_encoder"] = text_encoder
+    if prompts:
+        cfg.net["prompts"] = list(prompts)
+    if bilevel and resume is not None:
+        raise ConfigError("--bilevel runs cannot be resumed (--resume is for the plain training)")
     if resume is None:  # fail before reading data on an unknown network or loss term, or a CLIP loss without CLIP
         from ivfusion_ros.fusion.nets import ldfusion_loss
         from ivfusion_ros.fusion.nets.losses import create_loss
@@ -357,7 +374,10 @@ def train_cmd(
         weights = create_loss(net_info(variant).family, **cfg.loss).weights
         if ldfusion_loss.uses_clip(weights) and not clip_weights:
             ldfusion_loss.load_clip(clip_model, "")  # raises the error that says what LDFusion training needs
-    run_train(cfg, resume, sys.argv[2:] if len(sys.argv) > 2 else [], console)
+    from ivfusion_ros.train.bilevel import BilevelConfig
+
+    run_train(cfg, resume, sys.argv[2:] if len(sys.argv) > 2 else [], console,
+              bilevel=BilevelConfig(labels=labels, det_weight=det_weight) if bilevel else None)
 
 
 @app.command("export")

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from ivfusion_ros.cli.progress import progress_bar
 from ivfusion_ros.errors import ConfigError
+from ivfusion_ros.train.bilevel import BilevelConfig, train_bilevel
 from ivfusion_ros.train.trainer import TrainConfig, TrainResult, train
 
 __all__ = ["parse_loss_weights", "parse_prompts", "run_train"]
@@ -43,11 +44,16 @@ def parse_prompts(items: list[str] | None) -> dict[str, str]:
     return {**PAPER_PROMPTS, **out} if out else {}
 
 
-def run_train(cfg: TrainConfig, resume: Path | None, argv: list[str], console: Console) -> TrainResult:
-    """Train, printing one line per epoch and the files written."""
+def run_train(cfg: TrainConfig, resume: Path | None, argv: list[str], console: Console,
+              bilevel: BilevelConfig | None = None) -> TrainResult:
+    """Train, printing one line per epoch and the files written; ``bilevel`` selects the bilevel training."""
     cfg.command = shlex.join(["ivfusion", "train", *argv])
     with progress_bar(console, f"train {cfg.variant}") as update:
-        result = train(cfg, resume=resume, progress=update, log=console.print)
+        if bilevel is not None:
+            result = train_bilevel(cfg, bilevel, progress=update, log=console.print)
+        else:
+            result = train(cfg, resume=resume, progress=update, log=console.print)
     console.print(f"{result.epochs} epochs, {result.steps} steps in {result.seconds:.0f} s")
-    console.print(f"weights: {result.weights}\ncheckpoint: {result.checkpoint}\nmetrics: {result.csv}")
+    second = "detection head" if bilevel is not None else "checkpoint"
+    console.print(f"weights: {result.weights}\n{second}: {result.checkpoint}\nmetrics: {result.csv}")
     return result

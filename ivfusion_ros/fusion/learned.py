@@ -152,3 +152,6 @@ register_learned("ldfusion", "LDFusion network: content encoders, style codes an
                  train_hint="--data DIRS --out DIR --clip-weights YOUR_CLIP_WEIGHTS (pip install open_clip_torch)")
 register_learned("tsjnet", "TSJNet network: split-attention encoder, LSM (neighbourhood attention + detail salience), "
                            "spatial-attention decoder (learned; shipped weights: tsjnet-s).", "tsjnet-s", shipped=True)
+register_learned("t2p", "Text-to-Pixels network: prompt embeddings (cached in the weights) steer the fusion gates and "
+                        "attention, codebook on the semantic features (learned; shipped weights: t2p-s).", "t2p-s",
+                 shipped=True)

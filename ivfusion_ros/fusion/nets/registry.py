@@ -55,7 +55,7 @@ def register_net(family: str, description: str) -> Callable[[Callable[..., nn.Mo
 
 
 def _ensure_builtin() -> None:
-    from ivfusion_ros.fusion.nets import amfusion, ldfusion, tsjnet  # noqa: F401
+    from ivfusion_ros.fusion.nets import amfusion, ldfusion, t2p, tsjnet  # noqa: F401
 
 
 def list_nets(pattern: str = "*") -> list[str]:
