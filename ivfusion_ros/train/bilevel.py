@@ -66,7 +66,7 @@ from ivfusion_ros.train.trainer import (
     _maps,
     _write_csv,
     csv_columns,
-    validate,
+    epoch_row,
 )
 
 __all__ = ["DET_CLASSES", "BilevelConfig", "LabelledPair", "LabelledPairs", "TinyDetHead", "bilevel_step",
@@ -355,10 +355,7 @@ def train_bilevel(cfg: TrainConfig, bcfg: BilevelConfig, progress: Callable[[int
                 sums[k] += v
             if progress is not None:
                 progress(step, total)
-        row: dict[str, float] = {"epoch": epoch, "step": step, "lr": opt_net.param_groups[0]["lr"],
-                                 **{k: v / steps for k, v in sums.items()}}
-        row.update({f"val_{k}": v for k, v in validate(net, val, device).items()})
-        row["seconds"] = time.perf_counter() - t0
+        row = epoch_row(epoch, step, opt_net.param_groups[0]["lr"], sums, steps, net, val, device, t0)
         history.append(row)
         _write_csv(out / "metrics.csv", history, csv_columns(terms))
         if log is not None:

@@ -175,6 +175,15 @@ def _val_pairs(cfg: TrainConfig, data: PairSet) -> tuple[list[Pair], list[dict]]
     return data.pairs[:cfg.val_pairs], [{"name": "training pairs", "pairs": min(cfg.val_pairs, len(data))}]
 
 
+def epoch_row(epoch: int, step: int, lr: float, sums: dict[str, float], steps: int, net: torch.nn.Module,
+              val: Sequence[Pair], device: torch.device, t0: float) -> dict[str, float]:
+    """One ``metrics.csv`` row: mean losses of the epoch, validation metrics and the epoch's wall time."""
+    row: dict[str, float] = {"epoch": epoch, "step": step, "lr": lr, **{k: v / steps for k, v in sums.items()}}
+    row.update({f"val_{k}": v for k, v in validate(net, val, device).items()})
+    row["seconds"] = time.perf_counter() - t0
+    return row
+
+
 def _write_csv(path: Path, rows: list[dict[str, float]], columns: Sequence[str] = CSV_COLUMNS) -> None:
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(columns))
@@ -306,10 +315,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
                 sums[k] += v
             if progress is not None:
                 progress(step, total)
-        row: dict[str, float] = {"epoch": epoch, "step": step, "lr": opt.param_groups[0]["lr"],
-                                 **{k: v / steps for k, v in sums.items()}}
-        row.update({f"val_{k}": v for k, v in validate(net, val, device).items()})
-        row["seconds"] = time.perf_counter() - t0
+        row = epoch_row(epoch, step, opt.param_groups[0]["lr"], sums, steps, net, val, device, t0)
         history.append(row)
         _write_csv(csv_path, history, csv_columns(loss_fn.term_names))
         torch.save({"kind": "ivfusion-train-checkpoint", "config": asdict(cfg), "epoch": epoch, "step": step,

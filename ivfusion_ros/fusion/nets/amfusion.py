@@ -220,13 +220,23 @@ class AMFusion(nn.Module):
         f1, _ = self.idfm1(i1, v1, F.avg_pool2d(illum1, 2), F.avg_pool2d(glare1, 2))
         g = self._guide_features(ir, vis, tuple(i2.shape[-2:])) if self.guide is not None else None
         s = self.dsfm(i2, v2, g)
-        up = F.interpolate(s, scale_factor=2.0, mode="bilinear", align_corners=False)
-        d1 = self.dec1(torch.cat((up, f1), dim=1))
-        up = F.interpolate(d1, scale_factor=2.0, mode="bilinear", align_corners=False)
-        d0 = self.dec0(torch.cat((up, f0), dim=1))
-        w = F.interpolate(w0, scale_factor=2.0, mode="bilinear", align_corners=False)
-        base = vis + w * (ir - vis)
-        return (base + F.pixel_shuffle(self.head(d0), 2)).clamp(0.0, 1.0)
+        return decode_residual(self, s, f1, f0, w0, ir, vis)
+
+
+def decode_residual(net: nn.Module, s: torch.Tensor, f1: torch.Tensor, f0: torch.Tensor, w0: torch.Tensor,
+                    ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    """The U-Net decoder shared by AMFusion-style networks (``net.dec1``, ``net.dec0``, ``net.head``).
+
+    Semantic features ``s`` (1/8) are upsampled through the skips ``f1`` (1/4) and ``f0`` (1/2); the head's
+    residual (4 channels, pixel-shuffled to full resolution) is added to the source mix ``vis + w (ir - vis)``
+    with ``w`` the 1/2-resolution fusion weight ``w0`` upsampled; clamped to [0, 1].
+    """
+    up = F.interpolate(s, scale_factor=2.0, mode="bilinear", align_corners=False)
+    d1 = net.dec1(torch.cat((up, f1), dim=1))
+    up = F.interpolate(d1, scale_factor=2.0, mode="bilinear", align_corners=False)
+    d0 = net.dec0(torch.cat((up, f0), dim=1))
+    w = F.interpolate(w0, scale_factor=2.0, mode="bilinear", align_corners=False)
+    return (vis + w * (ir - vis) + F.pixel_shuffle(net.head(d0), 2)).clamp(0.0, 1.0)
 
 
 def _create_amfusion(variant: str, config: dict[str, Any], overrides: dict[str, Any]) -> AMFusion:

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ivfusion_ros.fusion.nets.amfusion import ResBlock, _attend, _conv
+from ivfusion_ros.fusion.nets.amfusion import ResBlock, _attend, _conv, decode_residual
 from ivfusion_ros.fusion.nets.losses import register_loss
 from ivfusion_ros.fusion.nets.registry import register_net
 from ivfusion_ros.fusion.nets.text import HashTextEncoder, TextEncoder, load_text_encoder
@@ -342,13 +342,7 @@ class T2P(nn.Module):
         s, _ = self.vq(self.block(i2, v2, tokens, pooled))
         if self.training and self.vq.commitment is not None:
             self.aux_losses = {"commitment": self.vq.commitment}
-        up = F.interpolate(s, scale_factor=2.0, mode="bilinear", align_corners=False)
-        d1 = self.dec1(torch.cat((up, f1), dim=1))
-        up = F.interpolate(d1, scale_factor=2.0, mode="bilinear", align_corners=False)
-        d0 = self.dec0(torch.cat((up, f0), dim=1))
-        w = F.interpolate(w0, scale_factor=2.0, mode="bilinear", align_corners=False)
-        base = vis + w * (ir - vis)
-        return (base + F.pixel_shuffle(self.head(d0), 2)).clamp(0.0, 1.0)
+        return decode_residual(self, s, f1, f0, w0, ir, vis)
 
 
 def _create_t2p(variant: str, config: dict[str, Any], overrides: dict[str, Any]) -> T2P:
