@@ -39,9 +39,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -59,7 +57,6 @@ from ivfusion_ros.io.images import read_thermal, read_visible
 from ivfusion_ros.runtime.device import resolve_device
 from ivfusion_ros.train.data import Pair, _decode
 from ivfusion_ros.train.trainer import (
-    VAL_METRICS,
     TrainConfig,
     TrainResult,
     _cosine,
@@ -67,6 +64,7 @@ from ivfusion_ros.train.trainer import (
     _write_csv,
     csv_columns,
     epoch_row,
+    training_record,
 )
 
 __all__ = ["DET_CLASSES", "BilevelConfig", "LabelledPair", "LabelledPairs", "TinyDetHead", "bilevel_step",
@@ -362,28 +360,11 @@ def train_bilevel(cfg: TrainConfig, bcfg: BilevelConfig, progress: Callable[[int
             log(f"epoch {epoch}/{cfg.epochs} loss {row['loss']:.4f} detection {row['detection']:.3f} "
                 f"lr {row['lr']:.2e} ({row['seconds']:.1f} s)")
     last = history[-1]
-    meta: dict[str, Any] = {
-        "variant": cfg.variant,
-        "trained": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "training_data": data.sources,
-        "validation_data": [{"name": "training pairs", "pairs": len(val)}],
-        "command": cfg.command,
-        "epochs": cfg.epochs,
-        "planned_epochs": cfg.epochs,
-        "steps_per_epoch": steps,
-        "steps": step,
-        "batch": cfg.batch,
-        "crop": cfg.crop,
-        "lr": cfg.lr,
-        "seed": cfg.seed,
-        "device": str(device),
-        "loss_weights": dict(loss_fn.weights),
-        "bilevel": {"det_weight": bcfg.det_weight, "head_lr": bcfg.head_lr, "inner_steps": bcfg.inner_steps,
-                    "head_width": bcfg.head_width, "classes": list(DET_CLASSES),
-                    "final_detection_loss": last["detection"]},
-        "val_metrics": {k: last[f"val_{k}"] for k in VAL_METRICS if f"val_{k}" in last},
-        "torch": str(torch.__version__),
-    }
+    meta = training_record(cfg, data.sources, [{"name": "training pairs", "pairs": len(val)}], cfg.epochs, steps,
+                           step, device, loss_fn.weights, last)
+    meta["bilevel"] = {"det_weight": bcfg.det_weight, "head_lr": bcfg.head_lr, "inner_steps": bcfg.inner_steps,
+                       "head_width": bcfg.head_width, "classes": list(DET_CLASSES),
+                       "final_detection_loss": last["detection"]}
     weights = save_weights(out / f"{cfg.variant}.pt", net.cpu(), meta)
     head_path = out / "det_head.pt"
     torch.save({"classes": list(DET_CLASSES), "width": bcfg.head_width, "stride": TinyDetHead.stride,

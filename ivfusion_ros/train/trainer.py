@@ -184,6 +184,31 @@ def epoch_row(epoch: int, step: int, lr: float, sums: dict[str, float], steps: i
     return row
 
 
+def training_record(cfg: TrainConfig, training_data: Any, validation_data: Any, epochs: int, steps_per_epoch: int,
+                    steps: int, device: torch.device, loss_weights: dict[str, float],
+                    last: dict[str, float]) -> dict[str, Any]:
+    """The ``meta`` of a weights file: what data, command, schedule and loss made it, and its last validation."""
+    return {
+        "variant": cfg.variant,
+        "trained": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "training_data": training_data,
+        "validation_data": validation_data,
+        "command": cfg.command,
+        "epochs": epochs,
+        "planned_epochs": cfg.epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "steps": steps,
+        "batch": cfg.batch,
+        "crop": cfg.crop,
+        "lr": cfg.lr,
+        "seed": cfg.seed,
+        "device": str(device),
+        "loss_weights": dict(loss_weights),
+        "val_metrics": {k: last[f"val_{k}"] for k in VAL_METRICS if f"val_{k}" in last},
+        "torch": str(torch.__version__),  # a TorchVersion would not load with weights_only=True
+    }
+
+
 def _write_csv(path: Path, rows: list[dict[str, float]], columns: Sequence[str] = CSV_COLUMNS) -> None:
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(columns))
@@ -328,25 +353,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
 
     last = history[-1] if history else {}
     done = int(last.get("epoch", 0))
-    meta = {
-        "variant": cfg.variant,
-        "trained": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "training_data": data.sources,
-        "validation_data": val_sources,
-        "command": cfg.command,
-        "epochs": done,
-        "planned_epochs": cfg.epochs,
-        "steps_per_epoch": steps,
-        "steps": step,
-        "batch": cfg.batch,
-        "crop": cfg.crop,
-        "lr": cfg.lr,
-        "seed": cfg.seed,
-        "device": str(device),
-        "loss_weights": dict(loss_fn.weights),
-        "val_metrics": {k: last[f"val_{k}"] for k in VAL_METRICS if f"val_{k}" in last},
-        "torch": str(torch.__version__),  # a TorchVersion would not load with weights_only=True
-    }
+    meta = training_record(cfg, data.sources, val_sources, done, steps, step, device, loss_fn.weights, last)
     if guide is not None:
         meta["clip"] = {"model": cfg.clip_model, "weights": Path(cfg.clip_weights).name if cfg.clip_weights else "",
                         "prompts": dict(guide.prompts)}

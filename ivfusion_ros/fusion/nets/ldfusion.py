@@ -266,7 +266,7 @@ def _create_ldfusion(variant: str, config: dict[str, Any], overrides: dict[str, 
     return net
 
 
-@register_net("ldfusion", "LDFusion, real-time size (half-resolution input by pixel unshuffle; about 60 k parameters).")
+@register_net("ldfusion", "LDFusion, real-time size (half-resolution input by pixel unshuffle; ~100 k parameters).")
 def ldfusion_s(**overrides: Any) -> LDFusion:
     return _create_ldfusion("ldfusion-s", dict(dim=8, downsample=2, content_blocks=1, style_dim=8, style_channels=8,
                                                decoder_dim=32, decoder_blocks=1, mlp_hidden=64, first_kernel=3,

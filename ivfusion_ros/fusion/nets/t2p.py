@@ -376,7 +376,7 @@ def _create_t2p(variant: str, config: dict[str, Any], overrides: dict[str, Any])
     return net
 
 
-@register_net("t2p", "Text-to-Pixels, real-time size (text-guided gates and attention, codebook; about 60 k "
+@register_net("t2p", "Text-to-Pixels, real-time size (text-guided gates and attention, codebook; about 88 k "
                      "parameters, no full-resolution convolution).")
 def t2p_s(**overrides: Any) -> T2P:
     return _create_t2p("t2p-s", dict(channels=(8, 16, 32), semantic_blocks=1, heads=2, kv_pool=8, gate_hidden=8,
