@@ -6,12 +6,18 @@ blocks, SPPF, PAN neck, decoupled anchor-free head; ~3.2 M parameters, ~8.7 GFLO
 output has the YOLOv8 layout ``[1, 4 + 80, 8400]``. Its detections are meaningless; its run time is what a
 real YOLOv8n costs on the same runtime.
 
-    python benchmarks/yolov8n_like.py /tmp/yolov8n_like.onnx
+    python benchmarks/yolov8n_like.py /tmp/yolov8n_like.onnx           # ONNX (onnxruntime, tensorrt)
+    python benchmarks/yolov8n_like.py /tmp/yolov8n_like.torchscript    # TorchScript (detector.backend torch)
     ivfusion bench --detectors hog,/tmp/yolov8n_like.onnx
+
+The class biases start where Ultralytics initialises them (``log(5 / nc / (640 / stride)^2)``), so, like a real
+detector on an ordinary frame, few candidates pass the score threshold and NMS costs what it costs in use.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -65,7 +71,7 @@ class SPPF(nn.Module):
 class YoloV8nLike(nn.Module):
     """Width 0.25, depth 0.33 of YOLOv8 (the 'n' scale); output ``[B, 84, N]`` with boxes in pixels."""
 
-    def __init__(self, nc: int = 80, reg_max: int = 16) -> None:
+    def __init__(self, nc: int = 80, reg_max: int = 16, size: int = 640) -> None:
         super().__init__()
         self.nc, self.reg_max = nc, reg_max
         self.b0 = nn.Sequential(Conv(3, 16, 3, 2), Conv(16, 32, 3, 2), C2f(32, 32, 1))
@@ -82,6 +88,13 @@ class YoloV8nLike(nn.Module):
         self.cls = nn.ModuleList(nn.Sequential(Conv(c, c3, 3), Conv(c3, c3, 3), nn.Conv2d(c3, nc, 1))
                                  for c in (64, 128, 256))
         self.register_buffer("proj", torch.arange(reg_max, dtype=torch.float32))
+        for head, stride in zip(self.cls, (8, 16, 32)):
+            nn.init.constant_(head[-1].bias, math.log(5 / nc / (640 / stride) ** 2))
+        for i, stride in enumerate((8, 16, 32)):  # anchor centres as buffers: traced graphs follow the device
+            n = size // stride
+            ys, xs = torch.meshgrid(torch.arange(n, dtype=torch.float32), torch.arange(n, dtype=torch.float32),
+                                    indexing="ij")
+            self.register_buffer(f"anchors{i}", torch.stack((xs.reshape(-1), ys.reshape(-1)))[None] + 0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p3 = self.b1(self.b0(x))
@@ -96,8 +109,7 @@ class YoloV8nLike(nn.Module):
             b, _, h, w = feat.shape
             dist = self.box[i](feat).view(b, 4, self.reg_max, h * w).softmax(2)
             dist = (dist * self.proj.view(1, 1, -1, 1)).sum(2)  # DFL: expected distance per side
-            ys, xs = torch.meshgrid(torch.arange(h, dtype=x.dtype), torch.arange(w, dtype=x.dtype), indexing="ij")
-            anchors = torch.stack((xs.reshape(-1), ys.reshape(-1))) + 0.5
+            anchors = getattr(self, f"anchors{i}")
             lt, rb = anchors - dist[:, :2], anchors + dist[:, 2:]
             xywh = torch.cat(((lt + rb) / 2, rb - lt), 1) * stride
             outs.append(torch.cat((xywh, self.cls[i](feat).view(b, self.nc, h * w).sigmoid()), 1))
@@ -108,7 +120,12 @@ def export(path: Path, size: int = 640) -> Path:
     torch.manual_seed(0)
     model = YoloV8nLike().eval()
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript exporter works offline
-    torch.onnx.export(model, (torch.zeros(1, 3, size, size),), str(path), opset_version=17,
+    example = torch.zeros(1, 3, size, size)
+    if path.suffix == ".torchscript":  # as Ultralytics' format=torchscript: metadata in config.txt
+        traced = torch.jit.trace(model, example)
+        torch.jit.save(traced, str(path), _extra_files={"config.txt": json.dumps({"imgsz": [size, size]})})
+        return path
+    torch.onnx.export(model, (example,), str(path), opset_version=17,
                       input_names=["images"], output_names=["output0"], dynamo=False)
     return path
 

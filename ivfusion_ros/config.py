@@ -153,6 +153,13 @@ class FusionConfig:
     variant_day: str = param("", "Variant used in the day regime ('' = variant).", runtime=False)
     variant_night: str = param("", "Variant used in the night regime ('' = variant).", runtime=False)
     weights: str = param("", "Weights file for learned variants ('' = the shipped weights).", runtime=False)
+    backend: str = param(
+        "torch",
+        "Runtime of learned variants' networks: torch, onnxruntime or tensorrt (.pt weights are exported to ONNX "
+        "for the last two; .onnx weights need one of them).",
+        choices=("torch", "onnxruntime", "tensorrt"),
+        runtime=False,
+    )
     levels: int = param(4, "Pyramid levels of the multi-scale fusion.", lo=1, hi=8, runtime=False)
     ir_weight_dark: float = param(
         0.85, "Share of thermal in the base layer where the RGB image is dark.", lo=0.0, hi=1.0
@@ -186,7 +193,14 @@ class DetectorConfig:
         choices=("hog", "yolo", "none"),
         runtime=False,
     )
-    model: str = param("", "Path to the ONNX model when type is yolo.", runtime=False)
+    model: str = param(
+        "", "YOLO model when type is yolo: an .onnx file (onnxruntime, tensorrt) or a TorchScript file (torch).",
+        runtime=False,
+    )
+    backend: str = param(
+        "onnxruntime", "Runtime of the yolo model: onnxruntime, tensorrt or torch.",
+        choices=("onnxruntime", "tensorrt", "torch"), runtime=False,
+    )
     input: str = param(
         "fused", "Image the detector sees: fused, rgb or thermal.", choices=("fused", "rgb", "thermal")
     )
@@ -226,6 +240,23 @@ class RuntimeConfig:
     )
     threads: int = param(0, "CPU threads for torch and ONNX Runtime (0 = library default).", lo=0, hi=256,
                          runtime=False)
+    precision: str = param(
+        "auto",
+        "Network arithmetic: auto (fp16 on CUDA, fp32 on the CPU), fp32, fp16, bf16, or int8 (tensorrt only, needs "
+        "calibration_dir).",
+        choices=("auto", "fp32", "fp16", "bf16", "int8"),
+        runtime=False,
+    )
+    cuda_graphs: bool = param(
+        True, "Replay CUDA graphs of the torch networks for each input size (CUDA only).", runtime=False
+    )
+    channels_last: bool = param(True, "Run torch networks in channels-last memory layout (CUDA only).",
+                                runtime=False)
+    compile: bool = param(False, "torch.compile the torch networks (slow first frames; CUDA mainly).", runtime=False)
+    engine_cache: str = param(
+        "", "Folder of built TensorRT engines and exported ONNX files ('' = ~/.cache/ivfusion/engines).", runtime=False
+    )
+    calibration_dir: str = param("", "Folder of images for TensorRT int8 calibration.", runtime=False)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ import torch
 
 from ivfusion_ros.config import PipelineConfig, config_to_flat, iter_fields
 from ivfusion_ros.core.color import luma
-from ivfusion_ros.core.frames import ThermalNormalizer, decode_rgb
+from ivfusion_ros.core.device_frames import DeviceThermalNormalizer, HostToDevice, decode_rgb_tensor
+from ivfusion_ros.core.frames import RGB_ENCODINGS, THERMAL_ENCODINGS, ThermalNormalizer, check_image, decode_rgb
 from ivfusion_ros.core.illumination import IlluminationEstimator, Regime
 from ivfusion_ros.core.registration import Registration
 from ivfusion_ros.core.timing import StageTimer
@@ -118,13 +119,27 @@ class Pipeline:
         self.thermal = ThermalNormalizer(cfg.thermal)
         self.registration = self._make_registration(cfg)
         self.illumination = IlluminationEstimator(cfg.illumination)
-        self.fusers: dict[str, Fuser] = {}
-        for name in self._variant_names(cfg):
-            self.fusers[name] = create_fuser(name, cfg.fusion, self.device)
+        self.fusers: dict[str, Fuser] = self._make_fusers(cfg, self.device)
         self.detector = detector if detector is not None else create_detector(
-            cfg.detector, device=self.device.type, threads=cfg.runtime.threads)
+            cfg.detector, device=self.device.type, threads=cfg.runtime.threads, runtime=cfg.runtime)
         self.timer = StageTimer(self.device)
+        self._set_device_io(self.device)
         self.frames = 0
+
+    def _set_device_io(self, device: torch.device) -> None:
+        """On CUDA: pinned staging for the camera images and the thermal gain control on the device."""
+        self._upload = HostToDevice(device) if device.type == "cuda" else None
+        self._thermal_dev = DeviceThermalNormalizer(self.thermal) if device.type == "cuda" else None
+
+    def _make_fusers(self, cfg: PipelineConfig, device: torch.device) -> dict[str, Fuser]:
+        """The variants of ``cfg``; learned ones run a warm-up frame when the output size is configured, so engine
+        builds, graph captures and out-of-memory errors happen here rather than on the first camera frame."""
+        fusers = {n: create_fuser(n, cfg.fusion, device, runtime=cfg.runtime) for n in self._variant_names(cfg)}
+        w, h = cfg.registration.output_width, cfg.registration.output_height
+        for fuser in fusers.values():
+            if w and h and hasattr(fuser, "warmup"):
+                fuser.warmup(h, w)
+        return fusers
 
     @staticmethod
     def _make_registration(cfg: PipelineConfig) -> Registration:
@@ -173,14 +188,16 @@ class Pipeline:
         if "runtime" in sections:
             device = resolve_device(new.runtime.device)
         if "runtime" in sections or "fusion" in sections:
-            fusers = {n: create_fuser(n, new.fusion, device) for n in self._variant_names(new)}
+            fusers = self._make_fusers(new, device)
         if "runtime" in sections or "detector" in sections:
-            detector = create_detector(new.detector, device=device.type, threads=new.runtime.threads)
+            detector = create_detector(new.detector, device=device.type, threads=new.runtime.threads,
+                                       runtime=new.runtime)
         registration = self._make_registration(new) if "registration" in sections else self.registration
         # nothing above raised: commit
         self.config, self.device, self.fusers, self.detector = new, device, fusers, detector
         self.registration = registration
         self.timer = StageTimer(device)
+        self._set_device_io(device)
         for fuser in self.fusers.values():
             fuser.update_config(new.fusion)
         self.illumination.update_config(new.illumination)
@@ -196,16 +213,25 @@ class Pipeline:
             if not encoding:
                 raise InputError(f"thermal image: cannot infer an encoding from dtype "
                                  f"{getattr(thermal, 'dtype', type(thermal).__name__)}", reason="bad_encoding")
+        if self._upload is not None and self._thermal_dev is not None:  # CUDA: raw upload, gain control there
+            raw = check_image(thermal, encoding, THERMAL_ENCODINGS, "thermal")
+            return self._thermal_dev(self._upload(raw), encoding)
         th = self.thermal(thermal, encoding)
         return torch.from_numpy(th).to(self.device, non_blocking=True)[None, None]
 
     def _rgb_tensor(self, rgb: np.ndarray, encoding: str
-                    ) -> tuple[np.ndarray, torch.Tensor, tuple[int, int], tuple[int, int]]:
-        """Decode an RGB image: ``(rgb array, (1, 3, H, W) tensor at the output size, input WH, output WH)``."""
-        vis = decode_rgb(rgb, encoding)
-        rgb_wh = (vis.shape[1], vis.shape[0])
+                    ) -> tuple[np.ndarray | None, torch.Tensor, tuple[int, int], tuple[int, int]]:
+        """Decode an RGB image: ``(host RGB array or None on CUDA, (1, 3, H, W) tensor at the output size, input WH,
+        output WH)``."""
+        if self._upload is not None:  # CUDA: raw upload, channel order on the device
+            raw = check_image(rgb, encoding, RGB_ENCODINGS, "RGB")
+            vis, vis_t = None, decode_rgb_tensor(self._upload(raw), encoding)
+            rgb_wh = (raw.shape[1], raw.shape[0])
+        else:
+            vis = decode_rgb(rgb, encoding)
+            rgb_wh = (vis.shape[1], vis.shape[0])
+            vis_t = _to_tensor_rgb(vis, self.device)
         out_wh = self.registration.output_size(rgb_wh)
-        vis_t = _to_tensor_rgb(vis, self.device)
         if out_wh != rgb_wh:
             vis_t = torch.nn.functional.interpolate(vis_t, size=(out_wh[1], out_wh[0]), mode="bilinear",
                                                     align_corners=False, antialias=True)
@@ -215,6 +241,8 @@ class Pipeline:
         """Forget per-stream state (regime, AGC range), e.g. after a camera restart or a bag seek."""
         self.illumination.reset()
         self.thermal.reset()
+        if self._thermal_dev is not None:
+            self._thermal_dev.reset()
 
     # ------------------------------------------------------------------ processing
     @torch.inference_mode()
@@ -256,20 +284,27 @@ class Pipeline:
             ctx = FusionContext(ill.map, ill.glare, ill.level, ill.regime.value, vis_y=y)
         with timer.stage("fuse"):
             fused_t = self.fusers[variant].fuse(ir_t, vis_t, ctx)
+        source = self.config.detector.input
+        on_device = self.detector.accepts_tensors  # detection reads the device tensors: no host images for it
         with timer.stage("postprocess"):
             fused = _to_uint8(fused_t)
-            ir_u8 = _to_uint8(ir_t) if keep_inputs or self.config.detector.input == "thermal" else None
-            vis_u8 = _to_uint8(vis_t) if out_wh != rgb_wh else vis
+            ir_u8 = _to_uint8(ir_t) if keep_inputs or (source == "thermal" and not on_device) else None
+            vis_u8 = None
+            if keep_inputs or (source == "rgb" and not on_device):
+                vis_u8 = vis if vis is not None and out_wh == rgb_wh else _to_uint8(vis_t)
         with timer.stage("detect"):
-            source = self.config.detector.input
-            if source == "fused":
-                det_img = fused
-            elif source == "rgb":
-                det_img = vis_u8
+            if on_device:
+                det_t = {"fused": fused_t, "rgb": vis_t}.get(source)
+                detections = self.detector.detect_tensor(det_t if det_t is not None else ir_t.expand(-1, 3, -1, -1))
             else:
-                assert ir_u8 is not None
-                det_img = np.repeat(ir_u8[:, :, None], 3, axis=2)
-            detections = self.detector.detect(det_img)
+                if source == "fused":
+                    det_img = fused
+                elif source == "rgb":
+                    det_img = vis_u8
+                else:
+                    assert ir_u8 is not None
+                    det_img = np.repeat(ir_u8[:, :, None], 3, axis=2)
+                detections = self.detector.detect(det_img)
         self.frames += 1
         return Result(
             stamp=stamp,
@@ -331,7 +366,7 @@ class Pipeline:
                 ill = self.illumination(luma(vis_t))
                 level, regime, glare_fraction = ill.level, ill.regime.value, ill.glare_fraction
             with timer.stage("postprocess"):
-                shown = _to_uint8(vis_t) if out_wh != rgb_wh else vis
+                shown = vis if vis is not None and out_wh == rgb_wh else _to_uint8(vis_t)
         else:
             with timer.stage("preprocess"):
                 ir_t = self._thermal_tensor(image, encoding)

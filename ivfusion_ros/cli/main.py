@@ -406,16 +406,21 @@ def bench_cmd(
     variants: str = typer.Option("adaptive,average", "--variants", help="Comma-separated fusion variants."),
     detectors: str = typer.Option("hog,none", "--detectors",
                                   help="Comma-separated detectors: hog, none, or paths to ONNX YOLO models."),
-    device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda, or several: cpu,cuda."),
+    backends: str = typer.Option("torch", "--backends",
+                                 help="Backends of learned variants' networks: torch,onnxruntime,tensorrt."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the results as JSON."),
     sets: list[str] | None = SetOpt,
     nets: str = typer.Option("", "--nets", help="Also time these fusion networks alone (torch and ONNX Runtime), "
                                                 "e.g. amfusion-s."),
+    replay: bool = typer.Option(False, "--replay", help="Also measure replay_bag frames/s on an MCAP bag."),
 ) -> None:
-    """Per-stage median / p90 latency of the pipeline on the synthetic scene (and of networks alone)."""
+    """Per-stage p50 / p90 / p99 latency, stream throughput and model-only time of the pipeline on the synthetic
+    scene, for each device x variant x backend x detector x size."""
     from ivfusion_ros.cli.bench import run_bench
 
-    run_bench(frames, size, variants, detectors, device, json_out, overrides=parse_sets(sets), nets=nets)
+    run_bench(frames, size, variants, detectors, device, json_out, overrides=parse_sets(sets), nets=nets,
+              backends=backends, replay=replay)
 
 
 if __name__ == "__main__":  # pragma: no cover

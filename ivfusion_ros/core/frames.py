@@ -22,7 +22,7 @@ from ivfusion_ros.config import ThermalConfig
 from ivfusion_ros.errors import InputError
 
 __all__ = ["CANONICAL_ENCODINGS", "IMAGE_ENCODINGS", "RGB_ENCODINGS", "THERMAL_ENCODINGS", "ThermalNormalizer",
-           "decode_rgb", "thermal_to_display"]
+           "agc_stride", "check_image", "decode_rgb", "thermal_to_display"]
 
 #: encoding -> (numpy dtype, channels)
 THERMAL_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
@@ -57,7 +57,12 @@ _TO_RGB = {
 _AGC_SAMPLES = 65536
 
 
-def _check_image(img: np.ndarray, encoding: str, table: dict[str, tuple[np.dtype, int]], what: str) -> np.ndarray:
+def agc_stride(size: int) -> int:
+    """Stride of the regular subsample (about ``_AGC_SAMPLES`` pixels) that percentile AGC reads."""
+    return max(1, int((size / _AGC_SAMPLES) ** 0.5))
+
+
+def check_image(img: np.ndarray, encoding: str, table: dict[str, tuple[np.dtype, int]], what: str) -> np.ndarray:
     """Validate dtype, channel count and size against the encoding; return a 2-D or 3-D view."""
     if encoding not in table:
         raise InputError(
@@ -88,7 +93,7 @@ def decode_rgb(img: np.ndarray, encoding: str = "rgb8") -> np.ndarray:
     Raises:
         InputError: unknown encoding, wrong dtype or channel count, or an empty image.
     """
-    img = _check_image(img, encoding, RGB_ENCODINGS, "RGB")
+    img = check_image(img, encoding, RGB_ENCODINGS, "RGB")
     if encoding in _TO_RGB:
         return cv2.cvtColor(np.ascontiguousarray(img), _TO_RGB[encoding])
     return np.ascontiguousarray(img)
@@ -126,7 +131,7 @@ class ThermalNormalizer:
             valid = img if finite is None else img[finite]
             lo, hi = float(valid.min()), float(valid.max())
         else:
-            k = max(1, int((img.size / _AGC_SAMPLES) ** 0.5))
+            k = agc_stride(img.size)
             sample = img[::k, ::k] if finite is None else img[::k, ::k][finite[::k, ::k]]
             if sample.size == 0:  # every finite pixel was skipped by the stride
                 sample = img[finite]
@@ -145,7 +150,7 @@ class ThermalNormalizer:
             InputError: unknown encoding, wrong dtype or channel count, empty image, or a float image
                 without a single finite pixel.
         """
-        img = _check_image(img, encoding, THERMAL_ENCODINGS, "thermal")
+        img = check_image(img, encoding, THERMAL_ENCODINGS, "thermal")
         finite = None
         if img.dtype == np.uint8:
             out = img.astype(np.float32) * np.float32(1.0 / 255.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -98,6 +99,15 @@ class Detector(ABC):
     @abstractmethod
     def detect(self, rgb: np.ndarray) -> Detections:
         """Detect objects in one RGB uint8 image of shape ``(H, W, 3)``."""
+
+    @property
+    def accepts_tensors(self) -> bool:
+        """Whether :meth:`detect_tensor` keeps the image on its device (else the pipeline passes host images)."""
+        return False
+
+    def detect_tensor(self, image: Any) -> Detections:
+        """Detect on a torch image already on the pipeline's device (see :attr:`accepts_tensors`)."""
+        raise NotImplementedError(f"detector {self.name!r} takes host images (detect)")
 
     def describe(self) -> str:
         """Short human-readable description (backend, model) for logs and the status message."""

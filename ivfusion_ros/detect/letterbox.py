@@ -69,6 +69,10 @@ class Letterbox:
         left, top = self._pad
         return left, top, left + self._new_size[0], top + self._new_size[1]
 
+    def fit(self, w: int, h: int) -> None:
+        """Set the geometry for ``w x h`` images without letterboxing one (the tensor path does the pixels)."""
+        self._set_geometry(int(w), int(h))
+
     def _set_geometry(self, w: int, h: int) -> None:
         r = min(self.width / w, self.height / h)
         nw = min(self.width, max(1, round(w * r)))

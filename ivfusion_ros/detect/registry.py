@@ -9,17 +9,19 @@ detectors register with :func:`register_detector` (their module must be imported
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import TypeVar
 
-from ivfusion_ros.config import DetectorConfig
+from ivfusion_ros.config import DetectorConfig, RuntimeConfig
 from ivfusion_ros.detect.base import Detector
 from ivfusion_ros.errors import ConfigError
 
 __all__ = ["DetectorFactory", "create_detector", "list_detectors", "register_detector"]
 
 #: Anything called as ``factory(cfg, device=..., threads=...)`` returning a :class:`Detector`; a
-#: :class:`Detector` subclass with that constructor signature is the usual case.
+#: :class:`Detector` subclass with that constructor signature is the usual case. Factories with a ``runtime``
+#: keyword also get the ``runtime`` section (precision, CUDA graphs, engine cache).
 DetectorFactory = Callable[..., Detector]
 F = TypeVar("F", bound=DetectorFactory)
 
@@ -59,13 +61,15 @@ def list_detectors() -> list[str]:
     return sorted(set(_BUILTINS) | set(_REGISTRY))
 
 
-def create_detector(cfg: DetectorConfig, device: str = "cpu", threads: int = 0) -> Detector:
+def create_detector(cfg: DetectorConfig, device: str = "cpu", threads: int = 0,
+                    runtime: RuntimeConfig | None = None) -> Detector:
     """Build the detector that ``cfg.type`` names.
 
     Args:
         cfg: the ``detector`` section of the config.
         device: ``auto``, ``cpu`` or ``cuda`` (``runtime.device``); detectors without a GPU path ignore it.
         threads: CPU threads for the backend, 0 = library default (``runtime.threads``).
+        runtime: the ``runtime`` section, for detectors whose factory takes it (the YOLO detector's backends).
 
     Raises:
         ConfigError: unknown ``cfg.type`` (the message lists the valid ones) or a bad detector setting.
@@ -77,4 +81,6 @@ def create_detector(cfg: DetectorConfig, device: str = "cpu", threads: int = 0) 
     factory = _REGISTRY.get(name)
     if factory is None:
         raise ConfigError(f"detector.type: unknown detector {name!r}; valid: {', '.join(list_detectors())}")
+    if runtime is not None and "runtime" in inspect.signature(factory).parameters:
+        return factory(cfg, device=device, threads=threads, runtime=runtime)
     return factory(cfg, device=device, threads=threads)

@@ -1,20 +1,30 @@
-"""``detector.type: yolo``: any YOLO-family detector exported to ONNX, run with ONNX Runtime.
+"""``detector.type: yolo``: any YOLO-family detector, run with ONNX Runtime, TensorRT or torch.
 
-Pipeline per frame: letterbox (persistent buffers) -> ONNX Runtime -> decode the output layout -> class-wise
-NMS (skipped for end-to-end models, which already did it) -> map boxes back to image pixels -> clip.
+Pipeline per frame: letterbox (persistent buffers) -> network -> decode the output layout -> class-wise NMS
+(skipped for end-to-end models, which already did it) -> map boxes back to image pixels -> clip.
 
-Nothing is downloaded: the model is a local file (``detector.model``).
+Two paths compute that. On the CPU with ONNX Runtime: numpy and OpenCV (:mod:`letterbox`, :mod:`yolo_decode`,
+:mod:`nms`). Everywhere else (CUDA, or the torch backend): the same steps on torch tensors
+(:mod:`tensor_ops`), so on a GPU the fused frame goes from the fusion stage into the network input without a
+host round trip and only the final detections are copied to the host. The tests hold the two paths to the same
+detections.
+
+Nothing is downloaded: the model is a local file (``detector.model``): an ``.onnx`` file for onnxruntime and
+tensorrt, a TorchScript file (e.g. Ultralytics' ``format=torchscript`` export) for torch.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from ivfusion_ros.config import DetectorConfig
+from ivfusion_ros.config import DetectorConfig, RuntimeConfig
+from ivfusion_ros.detect import tensor_ops
 from ivfusion_ros.detect.base import Detections, Detector, check_rgb
 from ivfusion_ros.detect.coco import COCO_NAMES
 from ivfusion_ros.detect.letterbox import Letterbox
@@ -22,6 +32,8 @@ from ivfusion_ros.detect.nms import batched_nms
 from ivfusion_ros.detect.registry import register_detector
 from ivfusion_ros.detect.yolo_decode import check_layout, decode, detect_layout
 from ivfusion_ros.errors import ConfigError, ModelError
+from ivfusion_ros.runtime.backend import Backend, BackendOptions, OrtBackend, TorchBackend
+from ivfusion_ros.runtime.device import resolve_device
 from ivfusion_ros.runtime.onnx_session import OnnxModel
 
 __all__ = ["DEFAULT_INPUT_SIZE", "YoloDetector", "parse_names_metadata"]
@@ -104,25 +116,40 @@ class YoloDetector(Detector):
 
     name = "yolo"
 
-    def __init__(self, cfg: DetectorConfig, device: str = "cpu", threads: int = 0) -> None:
+    def __init__(self, cfg: DetectorConfig, device: str = "cpu", threads: int = 0,
+                 runtime: RuntimeConfig | None = None) -> None:
         if not cfg.model:
             raise ConfigError(
                 "detector.model: is empty; set it to a YOLO .onnx file when detector.type is yolo"
             )
         self.cfg = cfg
-        self.model = OnnxModel(cfg.model, device=device, threads=threads)
-        path = self.model.path
-
-        shape = self.model.input_shape
-        if len(shape) != 4 or shape[0] not in (1, None) or shape[1] not in (3, None):
-            raise ModelError(
-                f"model {path}: input {self.model.input_name!r} has shape {list(shape)}; expected an image "
-                f"batch [1, 3, H, W]"
-            )
-        dtype = _INPUT_DTYPES.get(self.model.input_type)
+        self.device = resolve_device(device)
+        runtime = runtime or RuntimeConfig(threads=threads)
+        options = BackendOptions.from_config(runtime, self.device)
+        self.model: OnnxModel | None = None
+        self._runner: Backend | None = None
+        self._meta: dict[str, str] = {}
+        if cfg.backend == "torch":
+            self._runner, shape = self._load_torchscript(cfg.model, options)
+            in_type = "tensor(float)"
+        elif cfg.backend == "onnxruntime" and self.device.type == "cuda":
+            ort_backend = OrtBackend(cfg.model, options)
+            self._runner, self.model = ort_backend, ort_backend.model
+        else:  # onnxruntime on the CPU (numpy path); tensorrt reads the model's facts from a CPU session
+            self.model = OnnxModel(cfg.model, device="cpu", threads=threads)
+        path = Path(cfg.model)
+        if self.model is not None:
+            self._meta = self.model.metadata
+            shape, in_type = self.model.input_shape, self.model.input_type
+            if len(shape) != 4 or shape[0] not in (1, None) or shape[1] not in (3, None):
+                raise ModelError(
+                    f"model {path}: input {self.model.input_name!r} has shape {list(shape)}; expected an image "
+                    f"batch [1, 3, H, W]"
+                )
+        dtype = _INPUT_DTYPES.get(in_type)
         if dtype is None:
             raise ModelError(
-                f"model {path}: input type {self.model.input_type} is not supported (float or float16 only)"
+                f"model {path}: input type {in_type} is not supported (float or float16 only)"
             )
         self._input_w, self._input_h = self._pick_input_size(cfg, shape[3], shape[2])
         self._letterbox = Letterbox(self._input_w, self._input_h)
@@ -133,9 +160,52 @@ class YoloDetector(Detector):
         self._names, self._names_source = self._pick_names(cfg)
 
         self._layout: str | None = None if cfg.layout == "auto" else cfg.layout
-        out_shape = self.model.output_shapes[0] if self.model.output_shapes else ()
+        out_shape = self.model.output_shapes[0] if self.model is not None and self.model.output_shapes else ()
         if all(d is not None for d in out_shape) and len(out_shape) > 0:
             self._settle_layout(out_shape)
+
+        if cfg.backend == "tensorrt":
+            from ivfusion_ros.runtime.tensorrt_backend import TensorRTBackend
+
+            assert self.model is not None
+            self._runner = TensorRTBackend(
+                path, device=self.device, precision=options.precision,
+                input_shapes={self.model.input_name: (1, 3, self._input_h, self._input_w)},
+                cache_dir=options.cache_dir, calibration_dir=options.calibration_dir)
+        self._input = None
+        if self._runner is not None:
+            # the tensor path: a persistent network-input buffer on the device, and one warm-up frame so that
+            # engine builds, graph captures, out-of-memory and the output layout are settled at start
+            self._input = torch.full((1, 3, self._input_h, self._input_w), 114 / 255.0, device=self.device)
+            out = self._runner(self._input)[0]
+            self._settle_layout(tuple(out.shape))
+
+    def _load_torchscript(self, model: str, options: BackendOptions) -> tuple[Backend, tuple[int | None, ...]]:
+        """A TorchScript YOLO and its input shape (Ultralytics ``format=torchscript`` stores its class names and
+        ``imgsz = [h, w]`` in the extra file ``config.txt``; without them the shape is dynamic)."""
+        path = Path(model)
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path}")
+        extra = {"config.txt": ""}
+        try:
+            module = torch.jit.load(str(path), map_location=self.device, _extra_files=extra)
+        except Exception as err:  # torch raises RuntimeError or ValueError depending on what is wrong
+            raise ModelError(f"cannot load model {path} as TorchScript (detector.backend torch): "
+                             f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
+                             ) from None
+        try:
+            config = json.loads(extra["config.txt"] or "{}")
+        except (ValueError, UnicodeDecodeError):
+            config = {}
+        shape: tuple[int | None, ...] = (1, 3, None, None)
+        if isinstance(config, dict):
+            if "names" in config:
+                self._meta = {"names": json.dumps(config["names"])}
+            imgsz = config.get("imgsz")
+            if isinstance(imgsz, list) and len(imgsz) == 2 and all(isinstance(v, int) and v > 0 for v in imgsz):
+                shape = (1, 3, imgsz[0], imgsz[1])
+        backend = TorchBackend(module, options, label=path.name, input_names=("images",), output_names=("output0",))
+        return backend, shape
 
     # --- setup helpers -----------------------------------------------------------------------------------
 
@@ -149,7 +219,7 @@ class YoloDetector(Detector):
             if (mw is not None and mw != cw) or (mh is not None and mh != ch):
                 raise ConfigError(
                     f"detector.input_size: [{cw}, {ch}] does not match the fixed input {mw}x{mh} (WxH) of "
-                    f"model {self.model.path}; use [0, 0] or [{mw}, {mh}]"
+                    f"model {self.cfg.model}; use [0, 0] or [{mw}, {mh}]"
                 )
             return cw, ch
         return mw or DEFAULT_INPUT_SIZE[0], mh or DEFAULT_INPUT_SIZE[1]
@@ -159,19 +229,19 @@ class YoloDetector(Detector):
             return tuple(cfg.class_names), "config"
         if cfg.class_names_file:
             return _read_names_file(cfg.class_names_file), "file"
-        meta = self.model.metadata.get("names")
+        meta = self._meta.get("names")
         if meta:
             names = parse_names_metadata(meta)
             if names is not None:
                 return names, "metadata"
-            _LOG.warning("model %s: cannot parse its 'names' metadata; using the COCO names", self.model.path)
+            _LOG.warning("model %s: cannot parse its 'names' metadata; using the COCO names", self.cfg.model)
         return COCO_NAMES, "coco"
 
     def _settle_layout(self, out_shape: tuple[int | None, ...]) -> str:
         """Fix the layout from the first known output shape and warn once about class-count mismatches."""
         if self._layout is None:
             self._layout = detect_layout(out_shape, len(self._names))
-            _LOG.debug("model %s: output %s decoded as %s", self.model.path, list(out_shape), self._layout)
+            _LOG.debug("model %s: output %s decoded as %s", self.cfg.model, list(out_shape), self._layout)
         else:
             check_layout(out_shape, self._layout)
         dims = out_shape[-2:]
@@ -180,7 +250,7 @@ class YoloDetector(Detector):
             _LOG.warning(
                 "model %s predicts %d classes but the class table (%s) has %d names; unknown ids are "
                 "reported by number (set detector.class_names or detector.class_names_file)",
-                self.model.path, n_model, self._names_source, len(self._names),
+                self.cfg.model, n_model, self._names_source, len(self._names),
             )
         return self._layout
 
@@ -212,11 +282,14 @@ class YoloDetector(Detector):
             ModelError: inference failed or the output cannot be decoded with the layout in use.
         """
         check_rgb(rgb, "yolo detector")
+        if self._runner is not None:
+            return self.detect_tensor(torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device))
         cfg = self.cfg
         blob = self._letterbox(rgb)
         if self._half is not None:
             self._half[...] = blob
             blob = self._half
+        assert self.model is not None
         out = self.model.run(blob)[0]
         layout = self._layout or self._settle_layout(tuple(out.shape))
         boxes, scores, ids = decode(out, layout, cfg.score_threshold)
@@ -244,9 +317,34 @@ class YoloDetector(Detector):
             self._names,
         )
 
+    @property
+    def accepts_tensors(self) -> bool:
+        return self._runner is not None
+
+    def detect_tensor(self, image: torch.Tensor) -> Detections:
+        """Detect on an image already on the device: ``(1, 3, H, W)`` float RGB in [0, 1] or ``(H, W, 3)`` uint8.
+
+        Letterbox, network, decode and NMS run on the device; the kept detections are the one copy to the host.
+        Detectors on the numpy path (ONNX Runtime on the CPU) take the image through the host instead.
+        """
+        if self._runner is None or self._input is None:
+            hwc = image if image.dtype == torch.uint8 else image[0].mul(255).round_().clamp_(0, 255).to(
+                torch.uint8).permute(1, 2, 0)
+            return self.detect(np.ascontiguousarray(hwc.cpu().numpy()))
+        cfg = self.cfg
+        blob = tensor_ops.letterbox_tensor(image.to(self.device), self._letterbox, self._input)
+        out = self._runner(blob)[0]
+        layout = self._layout or self._settle_layout(tuple(out.shape))
+        rows = tensor_ops.postprocess(out, layout, self._letterbox, cfg.score_threshold, cfg.nms_threshold,
+                                      cfg.max_detections).cpu().numpy()
+        return Detections(rows[:, :4].astype(np.float32), rows[:, 4].astype(np.float32),
+                          rows[:, 5].astype(np.int64), self._names)
+
     def describe(self) -> str:
-        provider = self.model.providers[0].replace("ExecutionProvider", "") if self.model.providers else "?"
-        return (
-            f"yolo {self.model.path.name} ({self._layout or 'auto'}, {self._input_w}x{self._input_h}, "
-            f"{provider})"
-        )
+        if self._runner is not None:
+            runtime = self._runner.describe()
+        else:
+            assert self.model is not None
+            runtime = self.model.providers[0].replace("ExecutionProvider", "") if self.model.providers else "?"
+        size = f"{self._input_w}x{self._input_h}"
+        return f"yolo {Path(self.cfg.model).name} ({self._layout or 'auto'}, {size}, {runtime})"

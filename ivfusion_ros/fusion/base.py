@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from ivfusion_ros.config import FusionConfig
+from ivfusion_ros.config import FusionConfig, RuntimeConfig
 from ivfusion_ros.core.color import luma
 
 __all__ = ["Fuser", "FusionContext", "LuminanceFuser"]
@@ -62,9 +62,11 @@ class Fuser(ABC):
     #: registry name, set by the registry decorator
     name: ClassVar[str] = ""
 
-    def __init__(self, cfg: FusionConfig, device: torch.device) -> None:
+    def __init__(self, cfg: FusionConfig, device: torch.device, runtime: RuntimeConfig | None = None) -> None:
         self.cfg = cfg
         self.device = device
+        #: precision, CUDA graphs, engine cache ... for variants that run a network
+        self.runtime = runtime or RuntimeConfig()
 
     def update_config(self, cfg: FusionConfig) -> None:
         """Take new run-time parameters (weights, gains); structural ones need a new fuser."""

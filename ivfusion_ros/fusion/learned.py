@@ -3,26 +3,28 @@
 The fuser loads a weights file (``fusion.weights``, or the weights shipped in ``ivfusion_ros/fusion/weights/``),
 checks that it was made for this variant (an ``amfusion`` fuser refuses weights of another family, with the
 names of the networks it would accept), pads the frame to the network's ``multiple`` and crops the result,
-and runs without autograd on the pipeline's device. A ``.onnx`` file (from ``ivfusion export``) runs through
-ONNX Runtime instead of torch; the runner lives in :mod:`ivfusion_ros.runtime.onnx_net` and is imported only
-when such a file is used.
+and runs without autograd on the pipeline's device through one of the backends of
+:mod:`ivfusion_ros.runtime.backend` (``fusion.backend``: torch, onnxruntime or tensorrt).
 """
 
 from __future__ import annotations
 
-import importlib
+import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ivfusion_ros.config import FusionConfig
+from ivfusion_ros.config import FusionConfig, RuntimeConfig
 from ivfusion_ros.errors import ModelError
 from ivfusion_ros.fusion.base import FusionContext, LuminanceFuser
 from ivfusion_ros.fusion.nets.registry import create_net
 from ivfusion_ros.fusion.nets.weights import WeightsFile, build_from_weights, load_weights, read_onnx_header
 from ivfusion_ros.fusion.registry import register_fuser
+from ivfusion_ros.runtime.backend import Backend, BackendOptions, OrtBackend, TorchBackend
+from ivfusion_ros.runtime.export import INPUT_NAMES, OUTPUT_NAME
 
 __all__ = ["WEIGHTS_DIR", "LearnedFuser", "default_weights", "pad_to_multiple", "register_learned", "run_padded"]
 
@@ -66,30 +68,61 @@ def run_padded(net: NetFn, multiple: int, ir: torch.Tensor, vis: torch.Tensor, i
     return out[..., :h, :w]
 
 
-def _onnx_runner(path: Path, device: torch.device) -> NetFn:
-    try:
-        module = importlib.import_module("ivfusion_ros.runtime.onnx_net")
-    except ImportError as err:
-        raise ModelError(f"{path}: ONNX fusion networks need ivfusion_ros.runtime.onnx_net, which this "
-                         f"installation lacks ({err}); use the .pt weights instead") from None
-    # as many ONNX Runtime threads as torch has (the pipeline sets those from runtime.threads): ORT's default of
-    # one per core on top of torch's would oversubscribe the CPU
-    return module.OnnxNetRunner(path, device="cuda" if device.type == "cuda" else "cpu",
-                                threads=torch.get_num_threads())
+def exported_onnx(weights: Path, header: WeightsFile, cache_dir: Path) -> Path:
+    """The ONNX export of a ``.pt`` weights file, made once into ``cache_dir`` (keyed by the file's bytes).
+
+    ``backend: onnxruntime`` or ``tensorrt`` with ``.pt`` weights (the shipped ones, say) need an ONNX graph; the
+    fast torchscript exporter writes it in about a second, and the parity check of ``ivfusion export`` is skipped
+    here because the backends are compared with torch in the tests and the bench.
+    """
+    from ivfusion_ros.runtime.export import export_onnx
+
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    path = cache_dir / f"{weights.stem}-{digest}.onnx"
+    if not path.is_file():
+        net = build_from_weights(header).eval()
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.onnx")
+        export_onnx(net, tmp, meta=header.meta, exporter="torchscript", check=False)
+        tmp.replace(path)  # atomic: a concurrent node sees the whole file or none
+    return path
+
+
+class _PerShape:
+    """Static-shape backends (TensorRT engines) built on first sight of each padded frame size."""
+
+    def __init__(self, make: Callable[[dict[str, tuple[int, ...]]], Backend]) -> None:
+        self._make = make
+        self._by_shape: dict[tuple[int, ...], Backend] = {}
+
+    def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        key = tuple(inputs[0].shape)
+        backend = self._by_shape.get(key)
+        if backend is None:
+            backend = self._by_shape[key] = self._make({n: tuple(x.shape) for n, x in zip(INPUT_NAMES, inputs)})
+        return backend(*inputs)
+
+    def describe(self) -> str:
+        return next(iter(self._by_shape.values())).describe() if self._by_shape else "tensorrt (no engine yet)"
 
 
 class LearnedFuser(LuminanceFuser):
     """Runs a fusion network whose weights file belongs to this variant (``family == name``).
+
+    The network runs on ``fusion.backend``: torch (``.pt`` weights; precision, CUDA graphs, channels-last from the
+    ``runtime`` section), onnxruntime (an ``.onnx`` file, or the ONNX export of the ``.pt`` weights made once into
+    ``runtime.engine_cache``) or tensorrt (an engine built from that ONNX for each frame size and cached). An
+    ``.onnx`` weights file with ``backend: torch`` runs on ONNX Runtime: there is no torch network to run.
 
     Attributes:
         weights: the weights file in use.
         header: its metadata (variant, config, training record).
         multiple: frame sizes are padded to multiples of this.
         guidance: ``"self-guided"`` (the shipped networks carry no detector backbone).
+        backend: the backend's name.
     """
 
-    def __init__(self, cfg: FusionConfig, device: torch.device) -> None:
-        super().__init__(cfg, device)
+    def __init__(self, cfg: FusionConfig, device: torch.device, runtime: RuntimeConfig | None = None) -> None:
+        super().__init__(cfg, device, runtime)
         self.weights = Path(cfg.weights).expanduser() if cfg.weights else default_weights(self.name)
         if not cfg.weights and not self.weights.is_file():
             if self.name not in SHIPPED:
@@ -98,22 +131,41 @@ class LearnedFuser(LuminanceFuser):
                                  f"{TRAIN_HINTS.get(self.name, '...')}` and pass fusion.weights=FILE")
             raise ModelError(f"variant {self.name!r}: the shipped weights {self.weights} are missing (broken "
                              "installation?); pass fusion.weights=FILE")
-        self.net: NetFn
+        options = BackendOptions.from_config(self.runtime, device)
         if self.weights.suffix.lower() == ".onnx":
-            self.header = read_onnx_header(self.weights, families=(self.name,))
-            runner = _onnx_runner(self.weights, device)
-            multiple = getattr(runner, "multiple", None)
-            self.multiple = int(multiple) if multiple else int(create_net(self.header.variant,
-                                                                          **self.header.config).multiple)
-            self.net, self.guidance, self.backend = runner, "self-guided", "onnxruntime"
+            self.header: WeightsFile = read_onnx_header(self.weights, families=(self.name,))
+            onnx_path = self.weights
+            self.multiple = int(create_net(self.header.variant, **self.header.config).multiple)
+            self.guidance = "self-guided"
+            backend = cfg.backend if cfg.backend != "torch" else "onnxruntime"
         else:
-            self.header: WeightsFile = load_weights(self.weights, families=(self.name,))
-            net = build_from_weights(self.header).to(device).eval()
-            self.multiple = int(net.multiple)
-            self.net, self.guidance, self.backend = net, net.guidance, "torch"
+            self.header = load_weights(self.weights, families=(self.name,))
+            net = build_from_weights(self.header).eval()
+            self.multiple, self.guidance, backend = int(net.multiple), net.guidance, cfg.backend
+            if backend == "torch":
+                self.runner: Backend | _PerShape = TorchBackend(net, options, label=self.weights.name,
+                                                                input_names=INPUT_NAMES, output_names=(OUTPUT_NAME,))
+            else:
+                onnx_path = exported_onnx(self.weights, self.header, options.cache_dir)
+        if backend == "onnxruntime":
+            self.runner = OrtBackend(onnx_path, options)
+        elif backend == "tensorrt":
+            from ivfusion_ros.runtime.tensorrt_backend import TensorRTBackend
+
+            self.runner = _PerShape(lambda shapes: TensorRTBackend(
+                onnx_path, device=device, precision=options.precision, input_shapes=shapes,
+                cache_dir=options.cache_dir, calibration_dir=options.calibration_dir))
+        self.backend = backend
+        self.net: NetFn = lambda *xs: self.runner(*xs)[0]  # the padded call wants one tensor
 
     def describe(self) -> str:
-        return f"{self.name}({self.header.variant}, {self.weights.name}, {self.backend}, {self.guidance})"
+        return f"{self.name}({self.header.variant}, {self.weights.name}, {self.runner.describe()}, {self.guidance})"
+
+    def warmup(self, height: int, width: int) -> None:
+        """Run one frame of ``height x width`` now, so that engine builds, graph captures and out-of-memory errors
+        happen at start, not on the first camera frame."""
+        x = torch.rand(1, 1, height, width, device=self.device)
+        self.fuse_luma(x, x, FusionContext.uniform(x))
 
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor, ctx: FusionContext) -> torch.Tensor:
         with torch.inference_mode():
@@ -122,7 +174,6 @@ class LearnedFuser(LuminanceFuser):
     def fuse_luma(self, ir: torch.Tensor, vis_y: torch.Tensor, ctx: FusionContext) -> torch.Tensor:
         illum, glare = ctx.maps_at(tuple(vis_y.shape[-2:]))
         return run_padded(self.net, self.multiple, ir, vis_y, illum, glare)
-
 
 def register_learned(family: str, description: str, default_net: str, shipped: bool,
                      train_hint: str = "") -> type[LearnedFuser]:

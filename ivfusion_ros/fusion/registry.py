@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from ivfusion_ros.config import FusionConfig, PipelineConfig, config_from_flat
+from ivfusion_ros.config import FusionConfig, PipelineConfig, RuntimeConfig, config_from_flat
 from ivfusion_ros.errors import ConfigError
 
 __all__ = ["FuserInfo", "create_fuser", "fuser_info", "list_fusers", "register_fuser"]
@@ -69,7 +69,8 @@ def fuser_info(name: str) -> FuserInfo:
 
 
 def create_fuser(
-    name: str, config: FusionConfig | None = None, device: str | torch.device = "cpu", **overrides: Any
+    name: str, config: FusionConfig | None = None, device: str | torch.device = "cpu", *,
+    runtime: RuntimeConfig | None = None, **overrides: Any
 ) -> Any:
     """Build variant ``name``.
 
@@ -77,6 +78,7 @@ def create_fuser(
         name: registry name, e.g. ``"adaptive"``.
         config: fusion parameters (defaults when ``None``).
         device: torch device the variant runs on.
+        runtime: the ``runtime`` section (precision, CUDA graphs, engine cache) for variants that run a network.
         **overrides: ``FusionConfig`` fields to change, e.g. ``levels=3`` (validated like the YAML).
     """
     info = fuser_info(name)
@@ -84,4 +86,4 @@ def create_fuser(
     if overrides:
         flat = {f"fusion.{k}": v for k, v in overrides.items()}
         cfg = config_from_flat(flat, base=PipelineConfig(fusion=cfg)).fusion
-    return info.cls(cfg, torch.device(device))
+    return info.cls(cfg, torch.device(device), runtime)

@@ -24,6 +24,7 @@ __all__ = ["OnnxModel", "available_providers"]
 _LOG = logging.getLogger(__name__)
 
 _CUDA = "CUDAExecutionProvider"
+_TRT = "TensorrtExecutionProvider"
 _CPU = "CPUExecutionProvider"
 # ONNX Runtime exception class names, and message fragments, that mean "these bytes are not a valid ONNX
 # model". Both are needed: the class for one problem differs across ORT versions (an empty file gives
@@ -60,6 +61,8 @@ class OnnxModel:
         threads: intra-op CPU threads; 0 keeps ONNX Runtime's default (one per physical core).
         single_input: require exactly one input (detectors); ``False`` for models with several named inputs
             (fusion networks), run with :meth:`run_feeds`.
+        tensorrt: with ``device="cuda"``, put ONNX Runtime's TensorRT execution provider first (when this build has
+            it; else a warning and CUDA/CPU), configured by ``tensorrt_options`` (e.g. ``trt_fp16_enable``).
 
     Raises:
         ModelError: the file is missing, is a directory, is corrupt / not an ONNX model, or ONNX Runtime
@@ -67,7 +70,8 @@ class OnnxModel:
         ConfigError: ``device`` is not one of auto, cpu, cuda, or ``threads`` is negative.
     """
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0, single_input: bool = True) -> None:
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0, single_input: bool = True,
+                 tensorrt: bool = False, tensorrt_options: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
         if device not in _DEVICES:
             raise ConfigError(f"runtime.device: {device!r} is not one of {', '.join(_DEVICES)}")
@@ -82,7 +86,12 @@ class OnnxModel:
             raise ModelError(
                 f"cannot load model {self.path}: the file is corrupt or not an ONNX model (it is empty)"
             )
-        providers = self._pick_providers(device)
+        providers: list[Any] = self._pick_providers(device)
+        if tensorrt and device == "cuda":
+            if _TRT in ort.get_available_providers():
+                providers.insert(0, (_TRT, dict(tensorrt_options or {})))
+            else:
+                _LOG.warning("this onnxruntime build has no %s; %s runs on %s", _TRT, self.path, providers[0])
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3  # errors only: ORT's own warnings would bypass the node's logging
@@ -116,6 +125,7 @@ class OnnxModel:
         self._input = inp[0]  # the single input of detectors
         self._outputs = self._session.get_outputs()
         self._metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
+        self._bound_outputs: dict[tuple, list[Any]] = {}  # torch output buffers of run_bound, per input signature
 
     @staticmethod
     def _pick_providers(device: str) -> list[str]:
@@ -173,6 +183,11 @@ class OnnxModel:
         """Providers the session actually uses, in priority order."""
         return list(self._session.get_providers())
 
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the session runs on a CUDA-based provider (CUDA or TensorRT)."""
+        return any(p in (_CUDA, _TRT) for p in self._session.get_providers())
+
     # --- inference ---------------------------------------------------------------------------------------
 
     def run(self, inputs: np.ndarray) -> list[np.ndarray]:
@@ -198,6 +213,45 @@ class OnnxModel:
             shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feeds.items())
             raise ModelError(f"inference with {self.path} failed on inputs {shapes}: {_short(err)}") from None
         return [np.asarray(o) for o in outs]
+
+    def run_bound(self, feeds: dict[str, Any], device: Any) -> list[Any]:
+        """Run on CUDA torch tensors without host copies (I/O binding); returns torch tensors on ``device``.
+
+        The outputs are buffers this model keeps per input-shape signature and overwrites on the next call with that
+        signature. The first call of a signature runs once with ONNX Runtime allocating the outputs to learn their
+        shapes, then binds torch buffers of those shapes.
+
+        Raises:
+            ModelError: ONNX Runtime failed (as in :meth:`run`).
+        """
+        import torch
+
+        index = device.index or 0
+        xs = {k: v.detach().float().contiguous() for k, v in feeds.items()}
+        key = tuple((k, tuple(v.shape)) for k, v in xs.items())
+        torch.cuda.current_stream(device).synchronize()  # ORT reads the inputs on its own stream
+        try:
+            io = self._session.io_binding()
+            for name, x in xs.items():
+                io.bind_input(name, "cuda", index, np.float32, tuple(x.shape), x.data_ptr())
+            outs = self._bound_outputs.get(key)
+            if outs is None:
+                for name in self.output_names:
+                    io.bind_output(name, "cuda", index)
+                self._session.run_with_iobinding(io)
+                shapes = [tuple(v.shape()) for v in io.get_outputs()]
+                outs = [torch.empty(s, dtype=torch.float32, device=device) for s in shapes]
+                self._bound_outputs[key] = outs
+                io = self._session.io_binding()
+                for name, x in xs.items():
+                    io.bind_input(name, "cuda", index, np.float32, tuple(x.shape), x.data_ptr())
+            for name, out in zip(self.output_names, outs):
+                io.bind_output(name, "cuda", index, np.float32, tuple(out.shape), out.data_ptr())
+            self._session.run_with_iobinding(io)
+        except Exception as err:
+            shapes_text = ", ".join(f"{k} {tuple(v.shape)}" for k, v in xs.items())
+            raise ModelError(f"inference with {self.path} failed on inputs {shapes_text}: {_short(err)}") from None
+        return outs
 
     def __repr__(self) -> str:
         return f"OnnxModel({str(self.path)!r}, providers={self.providers})"
