@@ -143,7 +143,9 @@ class EngineCache:
     Layout: ``<cache_dir>/<model stem>-<key[:16]>.engine`` plus ``.json`` (every key field, the full key, the model
     path, the build time) and, for int8, ``.calib`` (TensorRT's calibration cache). The model stem keeps the folder
     readable; the full key in the sidecar guards against a clash of the 16-character prefix. An engine without its
-    sidecar (a crash between the two writes) counts as missing and is rebuilt.
+    sidecar (a crash between the two writes) counts as missing and is rebuilt. The model hash covers the ``.onnx``
+    file only: a model whose weights live in a separate external-data file must be re-exported (or the engine
+    deleted) when only those weights change.
     """
 
     def __init__(self, cache_dir: str | Path | None = None) -> None:
