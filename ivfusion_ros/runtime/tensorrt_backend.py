@@ -522,6 +522,8 @@ class TensorRTBackend:
     """
 
     name = "tensorrt"
+    input_names: tuple[str, ...] = ()  # set from the engine once it is loaded
+    output_names: tuple[str, ...] = ()
 
     def __init__(self, onnx_path: str | Path, device: torch.device, precision: str = "fp16",
                  input_shapes: Mapping[str, Sequence[int]] | None = None, cache_dir: Path | None = None,
@@ -725,8 +727,8 @@ class TensorRTBackend:
         outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if set(inputs) != set(self._shapes):
             raise ModelError(f"{self._what()}: the engine's inputs {inputs} are not the model's {list(self._shapes)}")
-        self.input_names: tuple[str, ...] = tuple(inputs)
-        self.output_names: tuple[str, ...] = tuple(outputs)
+        self.input_names = tuple(inputs)
+        self.output_names = tuple(outputs)
         self._in_dtype: dict[str, torch.dtype] = {}
         for name in inputs:
             if not context.set_input_shape(name, self._shapes[name]):
