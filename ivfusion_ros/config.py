@@ -156,7 +156,7 @@ class FusionConfig:
     backend: str = param(
         "torch",
         "Runtime of learned variants' networks: torch, onnxruntime or tensorrt (.pt weights are exported to ONNX "
-        "for the last two; .onnx weights need one of them).",
+        "for the last two; .onnx weights run on onnxruntime unless tensorrt is chosen).",
         choices=("torch", "onnxruntime", "tensorrt"),
         runtime=False,
     )

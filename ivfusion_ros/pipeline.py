@@ -163,8 +163,8 @@ class Pipeline:
 
     def describe(self) -> str:
         """One line for logs and the status message."""
-        return (f"variants={','.join(self.fusers)} detector={self.detector.describe()} "
-                f"device={self.device}")
+        return (f"variants={','.join(f.describe() for f in self.fusers.values())} "
+                f"detector={self.detector.describe()} device={self.device}")
 
     # ------------------------------------------------------------------ configuration at run time
     def update_config(self, new: PipelineConfig) -> list[str]:

@@ -25,22 +25,14 @@ from torch import nn
 
 from ivfusion_ros.config import RuntimeConfig
 from ivfusion_ros.errors import ConfigError, ModelError
+from ivfusion_ros.runtime.tensorrt_backend import default_cache_dir
 
-__all__ = ["BACKENDS", "Backend", "BackendOptions", "OrtBackend", "TorchBackend", "default_engine_cache",
-           "describe_failure"]
+__all__ = ["BACKENDS", "Backend", "BackendOptions", "OrtBackend", "TorchBackend", "describe_failure"]
 
 _LOG = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 _TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def default_engine_cache() -> Path:
-    """``$XDG_CACHE_HOME/ivfusion/engines`` (``~/.cache/ivfusion/engines``): built engines and exported ONNX files."""
-    import os
-
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ivfusion" / "engines"
 
 
 @dataclass(frozen=True)
@@ -75,7 +67,7 @@ class BackendOptions:
 
     @property
     def cache_dir(self) -> Path:
-        return self.engine_cache or default_engine_cache()
+        return self.engine_cache or default_cache_dir()
 
 
 def describe_failure(err: BaseException, model: str, shapes: Sequence[Sequence[int]], backend: str) -> ModelError:

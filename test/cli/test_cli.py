@@ -116,21 +116,33 @@ def test_bench_json(tmp_path: Path) -> None:
     assert report["cases"][0]["stages"]["fuse"]["p50"] > 0
 
 
-def test_bench_sizes_and_learned_variant_overhead(tmp_path: Path) -> None:
-    """Several sizes in one run; a learned variant's fusion stage is put beside its network timed alone."""
+def test_bench_sizes_backends_and_learned_variant_overhead(tmp_path: Path) -> None:
+    """Several sizes and backends in one run; a learned variant's stages are put beside its own network timed alone,
+    and a bag replay gives a throughput figure."""
     out = tmp_path / "bench.json"
-    res = _invoke("bench", "--frames", "5", "--size", "96x64,128x96", "--variants", "amfusion", "--detectors",
-                  "none", "--nets", "amfusion-s", "--json", str(out))
+    res = _invoke("bench", "--frames", "5", "--size", "96x64,128x96", "--variants", "amfusion,average",
+                  "--backends", "torch,onnxruntime", "--detectors", "none", "--nets", "amfusion-s", "--replay",
+                  "--set", f"runtime.engine_cache={tmp_path / 'cache'}", "--json", str(out))
     assert res.exit_code == 0, res.output
     report = json.loads(out.read_text())
     assert report["sizes"] == [[96, 64], [128, 96]]
-    assert [c["size"] for c in report["cases"]] == [[96, 64], [128, 96]]
+    cases = report["cases"]
+    assert [(c["size"], c["variant"], c["backend"]) for c in cases] == [
+        ([w, h], v, b) for w, h in ([96, 64], [128, 96])
+        for v, b in (("amfusion", "torch"), ("amfusion", "onnxruntime"), ("average", "-"))]
     assert [r["size"] for r in report["nets"]] == [[96, 64], [128, 96]]
-    for case, net in zip(report["cases"], report["nets"]):
-        assert case["model_only"] == {"net": "amfusion-s", "backend": "torch", "p50": net["torch"]["p50"]}
-        assert case["fuse_over_model"] == pytest.approx(case["stages"]["fuse"]["p50"] / net["torch"]["p50"],
-                                                        abs=1e-3)
-    assert "pipeline overhead" in res.output
+    for case in cases:
+        assert case["throughput_fps"] > 0 and case["replay"]["frames"] == 8 and case["replay"]["fps"] > 0
+        assert case["total"]["p50"] <= case["total"]["p99"]
+        if case["variant"] == "average":  # no network: nothing to compare with
+            assert case["model_only"] == {} and case["overhead_over_model"] is None
+            continue
+        model = case["model_only"]["fusion"]["p50"]
+        assert model > 0 and case["fuse_over_model"] == pytest.approx(case["stages"]["fuse"]["p50"] / model,
+                                                                        abs=1e-3)
+        assert case["overhead_over_model"] == pytest.approx((case["total"]["p50"] - model) / model, abs=1e-3)
+        assert case["backend"] in case["pipeline"]
+    assert "stream fps" in res.output and "replay cpu amfusion onnxruntime none" in res.output
 
 
 def test_version() -> None:
