@@ -27,6 +27,7 @@ from ivfusion_ros.errors import InputError
 from ivfusion_ros.fusion.base import Fuser, FusionContext
 from ivfusion_ros.fusion.registry import create_fuser
 from ivfusion_ros.runtime.device import resolve_device
+from ivfusion_ros.runtime.graphs import StageGraphs
 
 __all__ = ["STAGES", "Pipeline", "Result"]
 
@@ -128,8 +129,11 @@ class Pipeline:
 
     def _set_device_io(self, device: torch.device) -> None:
         """On CUDA: pinned staging for the camera images and the thermal gain control on the device."""
-        self._upload = HostToDevice(device) if device.type == "cuda" else None
-        self._thermal_dev = DeviceThermalNormalizer(self.thermal) if device.type == "cuda" else None
+        cuda = device.type == "cuda"
+        self._upload = HostToDevice(device) if cuda else None
+        self._thermal_dev = DeviceThermalNormalizer(self.thermal) if cuda else None
+        self._no_range = torch.full((2,), torch.nan, dtype=torch.float64, device=device)  # AGC before a first frame
+        self._graphs = StageGraphs(cuda and self.config.runtime.cuda_graphs)
 
     def _make_fusers(self, cfg: PipelineConfig, device: torch.device) -> dict[str, Fuser]:
         """The variants of ``cfg``; learned ones run a warm-up frame when the output size is configured, so engine
@@ -197,7 +201,7 @@ class Pipeline:
         self.config, self.device, self.fusers, self.detector = new, device, fusers, detector
         self.registration = registration
         self.timer = StageTimer(device)
-        self._set_device_io(device)
+        self._set_device_io(device)  # also forgets the captured graphs: they hold the old parameters
         for fuser in self.fusers.values():
             fuser.update_config(new.fusion)
         self.illumination.update_config(new.illumination)
@@ -237,6 +241,46 @@ class Pipeline:
                                                     align_corners=False, antialias=True)
         return vis, vis_t, rgb_wh, out_wh
 
+    def _measure_illumination(self, vis_t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y = luma(vis_t)
+        return (*self.illumination.measure(y), y)
+
+    def _inputs_on_device(self, thermal: np.ndarray, thermal_encoding: str | None, rgb: np.ndarray, rgb_encoding: str
+                          ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int], tuple[int, int]]:
+        """CUDA: check both images as the host path does, upload them raw (pinned, one copy each), decode on the
+        device in one captured graph; ``(thermal, rgb, rgb WH, output WH)``."""
+        assert self._upload is not None and self._thermal_dev is not None
+        if thermal_encoding is None:
+            thermal_encoding = _DTYPE_TO_THERMAL_ENCODING.get(getattr(thermal, "dtype", None), "")
+            if not thermal_encoding:
+                raise InputError(f"thermal image: cannot infer an encoding from dtype "
+                                 f"{getattr(thermal, 'dtype', type(thermal).__name__)}", reason="bad_encoding")
+        raw_th = check_image(thermal, thermal_encoding, THERMAL_ENCODINGS, "thermal")
+        raw_rgb = check_image(rgb, rgb_encoding, RGB_ENCODINGS, "RGB")
+        rgb_wh = (raw_rgb.shape[1], raw_rgb.shape[0])
+        out_wh = self.registration.output_size(rgb_wh)
+        th_dev, rgb_dev = self._upload(raw_th), self._upload(raw_rgb)
+        agc = self._thermal_dev
+
+        def decode_rgb_at_output_size(raw: torch.Tensor) -> torch.Tensor:
+            vis_t = decode_rgb_tensor(raw, rgb_encoding)
+            if out_wh != rgb_wh:
+                vis_t = torch.nn.functional.interpolate(vis_t, size=(out_wh[1], out_wh[0]), mode="bilinear",
+                                                        align_corners=False, antialias=True)
+            return vis_t
+
+        if th_dev.dtype == torch.float32:  # 32FC1: counts invalid pixels on the host, so no graph for it
+            return agc(th_dev, thermal_encoding), decode_rgb_at_output_size(rgb_dev), rgb_wh, out_wh
+
+        def decode(th: torch.Tensor, raw: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            ir_t, new_state = agc.decode(th, state)
+            return ir_t, decode_rgb_at_output_size(raw), new_state
+
+        state = agc.range if agc.range is not None else self._no_range
+        ir_t, vis_t, agc.range = self._graphs.run("preprocess", decode, th_dev, rgb_dev, state,
+                                                  key=(thermal_encoding, rgb_encoding, out_wh))
+        return ir_t, vis_t, rgb_wh, out_wh
+
     def reset(self) -> None:
         """Forget per-stream state (regime, AGC range), e.g. after a camera restart or a bag seek."""
         self.illumination.reset()
@@ -272,18 +316,28 @@ class Pipeline:
         """
         timer = self.timer
         timer.reset()
+        graphs = self._graphs  # CUDA graphs of the pure device stages (plain calls on the CPU)
         with timer.stage("preprocess"):
-            ir_t = self._thermal_tensor(thermal, thermal_encoding)
-            vis, vis_t, rgb_wh, out_wh = self._rgb_tensor(rgb, rgb_encoding)
+            if self._upload is not None:
+                vis = None
+                ir_t, vis_t, rgb_wh, out_wh = self._inputs_on_device(thermal, thermal_encoding, rgb, rgb_encoding)
+            else:
+                ir_t = self._thermal_tensor(thermal, thermal_encoding)
+                vis, vis_t, rgb_wh, out_wh = self._rgb_tensor(rgb, rgb_encoding)
         with timer.stage("register"):
-            ir_t = self.registration.warp(ir_t, rgb_wh)
+            ir_t = graphs.run("register", lambda x: (self.registration.warp(x, rgb_wh),), ir_t, key=rgb_wh)[0]
         with timer.stage("illumination"):
-            y = luma(vis_t)
-            ill = self.illumination(y)
+            *maps, y = graphs.run("illumination", self._measure_illumination, vis_t)
+            ill = self.illumination.finish(*maps)
             variant = self.variant_for(ill.regime)
-            ctx = FusionContext(ill.map, ill.glare, ill.level, ill.regime.value, vis_y=y)
         with timer.stage("fuse"):
-            fused_t = self.fusers[variant].fuse(ir_t, vis_t, ctx)
+            fuser = self.fusers[variant]
+            if fuser.graph_safe:
+                fused_t = graphs.run(f"fuse:{variant}", lambda ir, v, vy, m, g: (
+                    fuser.fuse(ir, v, FusionContext(m, g, 0.0, "", vis_y=vy)),), ir_t, vis_t, y, ill.map, ill.glare)[0]
+            else:  # learned variants: their backend has its own graphs or engines
+                fused_t = fuser.fuse(ir_t, vis_t, FusionContext(ill.map, ill.glare, ill.level, ill.regime.value,
+                                                                vis_y=y))
         source = self.config.detector.input
         on_device = self.detector.accepts_tensors  # detection reads the device tensors: no host images for it
         with timer.stage("postprocess"):

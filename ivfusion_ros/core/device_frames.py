@@ -67,62 +67,88 @@ def decode_rgb_tensor(raw: torch.Tensor, encoding: str) -> torch.Tensor:
 
 
 class DeviceThermalNormalizer:
-    """:class:`ThermalNormalizer`'s gain control on the device, state kept there (see the module docstring)."""
+    """:class:`ThermalNormalizer`'s gain control on the device, state kept there (see the module docstring).
+
+    For integer encodings the work is a pure function of the raw image and the smoothed range (:meth:`decode`),
+    which the pipeline captures in a CUDA graph; ``32FC1`` goes through :meth:`__call__`, which reads the
+    invalid-pixel count back.
+    """
 
     def __init__(self, host: ThermalNormalizer) -> None:
         self.host = host  # config, and the invalid-pixel share the status message reads
-        self._range: torch.Tensor | None = None  # smoothed (lo, hi)
+        self.range: torch.Tensor | None = None  # smoothed (lo, hi), float64
 
     def reset(self) -> None:
-        self._range = None
+        self.range = None
 
     def __call__(self, raw: torch.Tensor, encoding: str) -> torch.Tensor:
-        """Raw thermal ``(H, W)`` on the device -> float32 ``(1, 1, H, W)`` intensity in [0, 1]."""
+        """Raw thermal ``(H, W)`` on the device -> float32 ``(1, 1, H, W)`` intensity in [0, 1]; updates the state."""
+        finite = None
+        if raw.dtype == torch.float32:
+            finite = torch.isfinite(raw)
+            n_bad = int(raw.numel() - finite.sum().item())  # the one read-back: 32FC1 only
+            self.host.invalid_fraction = n_bad / raw.numel()
+            if n_bad == raw.numel():
+                raise InputError("thermal image has no finite pixels (all NaN/inf)", reason="nan")
+            if n_bad == 0:
+                finite = None
+        state = self.range if self.range is not None else torch.full((2,), torch.nan, dtype=torch.float64,
+                                                                     device=raw.device)
+        out, self.range = self.decode(raw, state, finite)
+        return out
+
+    def decode(self, raw: torch.Tensor, state: torch.Tensor, finite: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(intensity (1, 1, H, W), new smoothed range)`` from ``raw`` and the previous range (NaN = none yet).
+
+        No read-back and no data-dependent shapes unless ``finite`` is given (32FC1 with invalid pixels).
+        """
         cfg = self.host.cfg
-        x = raw
-        if x.dtype == torch.uint8:
-            out = x.float().mul_(1.0 / 255.0)
+        if raw.dtype == torch.uint8:
+            out = raw.float().mul_(1.0 / 255.0)
+            new_state = state
         else:
-            xf = x.float()
-            finite = None
-            if x.dtype == torch.float32:
-                finite = torch.isfinite(xf)
-                n_bad = int(xf.numel() - finite.sum().item())  # the one read-back: 32FC1 only
-                self.host.invalid_fraction = n_bad / xf.numel()
-                if n_bad == xf.numel():
-                    raise InputError("thermal image has no finite pixels (all NaN/inf)", reason="nan")
-                if n_bad == 0:
-                    finite = None
+            xf = raw.float()
             rng = self._agc(xf, finite)
-            lo, hi = rng[0], rng[1]
+            if cfg.agc_smoothing > 0 and cfg.agc != "fixed":
+                a = cfg.agc_smoothing
+                rng = torch.where(torch.isnan(state), rng, a * state + (1 - a) * rng)
+            new_state = rng
+            lo, hi = rng.float()
             out = (xf - lo).mul_(1.0 / (hi - lo).clamp(min=1e-6))
             if finite is not None:
                 out = torch.where(finite, out, torch.zeros((), device=out.device))
             out.clamp_(0.0, 1.0)
         if cfg.invert:
             out = 1.0 - out
-        return out[None, None]
+        return out[None, None], new_state
 
     def _agc(self, xf: torch.Tensor, finite: torch.Tensor | None) -> torch.Tensor:
+        """The raw range ``(lo, hi)`` as float64 on the device (percentiles as numpy's default, linear)."""
         cfg = self.host.cfg
         if cfg.agc == "fixed":
-            return xf.new_tensor([cfg.fixed_min, cfg.fixed_max])
+            return torch.tensor([cfg.fixed_min, cfg.fixed_max], dtype=torch.float64, device=xf.device)
         if cfg.agc == "minmax":
             lo_src = xf if finite is None else torch.where(finite, xf, torch.inf)
             hi_src = xf if finite is None else torch.where(finite, xf, -torch.inf)
-            rng = torch.stack((lo_src.amin(), hi_src.amax()))
-        else:
-            k = agc_stride(xf.numel())
-            sample = xf[::k, ::k]
-            if finite is not None:  # 32FC1 with invalid pixels (already read back once): NaN them out
-                sample = torch.where(finite[::k, ::k], sample, torch.nan)
-                if not bool(finite[::k, ::k].any()):  # every finite pixel was skipped by the stride
-                    sample = torch.where(finite, xf, torch.nan)
-            q = xf.new_tensor([cfg.low_percentile, cfg.high_percentile]).div_(100.0)
-            rng = torch.nanquantile(sample.reshape(-1).double(), q.double()).float()
-        rng = rng.double()
-        if self._range is not None and cfg.agc_smoothing > 0:
-            a = cfg.agc_smoothing
-            rng = a * self._range + (1 - a) * rng
-        self._range = rng
-        return rng.float()
+            return torch.stack((lo_src.amin(), hi_src.amax())).double()
+        k = agc_stride(xf.numel())
+        if finite is not None:  # 32FC1 with invalid pixels (already read back once): NaN them out
+            sample = torch.where(finite[::k, ::k], xf[::k, ::k], torch.nan)
+            if not bool(finite[::k, ::k].any()):  # every finite pixel was skipped by the stride
+                sample = torch.where(finite, xf, torch.nan)
+            q = torch.tensor([cfg.low_percentile, cfg.high_percentile], dtype=torch.float64,
+                             device=xf.device) / 100.0
+            return torch.nanquantile(sample.reshape(-1).double(), q)
+        # no NaN: sort once and interpolate at positions known on the host (torch.quantile would check q on the
+        # host, a synchronisation that also breaks graph capture)
+        values = xf[::k, ::k].reshape(-1).sort().values.double()
+        n = values.numel()
+        picks = []
+        for pct in (cfg.low_percentile, cfg.high_percentile):
+            pos = pct / 100.0 * (n - 1)
+            i = min(int(pos), n - 1)
+            j = min(i + 1, n - 1)
+            frac = pos - i
+            picks.append(values[i] + (values[j] - values[i]) * frac)
+        return torch.stack(picks)

@@ -131,6 +131,11 @@ class IlluminationEstimator:
 
     def __call__(self, y: torch.Tensor) -> Illumination:
         """Estimate illumination from luminance ``y``: ``(B, 1, H, W)`` in [0, 1]."""
+        return self.finish(*self.measure(y))
+
+    def measure(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The device part: ``(illumination map, glare weight, glare core, stats)``, ``stats = [glare fraction,
+        level]``. No read-back and fixed shapes, so the pipeline can capture it in a CUDA graph."""
         cfg = self.cfg
         _, _, h, w = y.shape
         f = max(1, round(w / MAP_WIDTH))
@@ -151,7 +156,7 @@ class IlluminationEstimator:
         if k >= 3:
             core = max_filter(min_filter(core, k), k)
         # the saturated pixels inside surviving blobs, as a share of the full-resolution image
-        glare_fraction = float((n_saturated * core).sum()) / (y.shape[0] * h * w)
+        glare_fraction = (n_saturated * core).sum() / (y.shape[0] * h * w)
         # Soft weight: the cores dilated by their own size plus a halo, then blurred, so the bloom around a
         # headlight is treated as glare too while the weight falls off smoothly (no seams in the fusion).
         halo = 2 * max(k, 3) + 1
@@ -159,14 +164,19 @@ class IlluminationEstimator:
         glare = torch.maximum(core, smooth(max_filter(core, halo), sigma).mul_(1.5).clamp_(0.0, 1.0))
 
         outside = 1.0 - core
-        n = float(outside.sum())
-        level = float((mean * outside).sum()) / n if n > 0 else 1.0
+        n = outside.sum()
+        level = torch.where(n > 0, (mean * outside).sum() / n.clamp(min=1.0), torch.ones_like(n))
         illum = smooth(mean, sigma).clamp_(0.0, 1.0)
-        regime = self.tracker.update(level)
         # Light effects are a problem of dark scenes: by day, saturated regions are sky, snow or sunlit road,
         # and replacing them with thermal would darken the scene. The glare weight fades out from the night
-        # threshold to the day threshold of the global level.
-        nightness = min(1.0, max(0.0, (cfg.day_threshold - level) / (cfg.day_threshold - cfg.night_threshold)))
-        if nightness < 1.0:
-            glare = glare.mul_(nightness)
+        # threshold to the day threshold of the global level (a factor of exactly 1 at night).
+        nightness = ((cfg.day_threshold - level) / (cfg.day_threshold - cfg.night_threshold)).clamp(0.0, 1.0)
+        glare = glare.mul_(nightness)
+        return illum, glare, core, torch.stack((glare_fraction, level))
+
+    def finish(self, illum: torch.Tensor, glare: torch.Tensor, core: torch.Tensor, stats: torch.Tensor
+               ) -> Illumination:
+        """The host part: read the two numbers back (one small copy) and update the regime."""
+        glare_fraction, level = (float(v) for v in stats.tolist())
+        regime = self.tracker.update(level)
         return Illumination(level, regime, illum, glare, core > 0, glare_fraction)

@@ -20,18 +20,27 @@ The tests compare each with its numpy counterpart on the CPU.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ivfusion_ros.detect.letterbox import Letterbox
 from ivfusion_ros.errors import ModelError
 
-__all__ = ["PRE_NMS_TOPK", "decode_dense", "letterbox_tensor", "nms_fixed_point", "postprocess", "unmap_boxes"]
+__all__ = ["GRAPH_NMS_ROUNDS", "PRE_NMS_TOPK", "decode_dense", "fit_letterbox", "letterbox_tensor", "nms_fixed_point",
+           "postprocess", "postprocess_dense", "select", "unmap_boxes"]
 
 #: Candidates that enter NMS at most (best scores first). Ultralytics caps at 30000; a real frame has at most a few
 #: hundred above a 0.25 score threshold, and the suppression matrix grows with the square of this.
 PRE_NMS_TOPK = 1024
 _NMS_ROUNDS_PER_CHECK = 4
+
+
+def fit_letterbox(lb: Letterbox, out: torch.Tensor, w: int, h: int) -> None:
+    """Set ``lb``'s geometry for ``w x h`` images and refill ``out``'s border when it changed (host side, eager)."""
+    if lb.src_size != (w, h):
+        lb.fit(w, h)
+        out.fill_(lb.pad_value).mul_(1.0 / 255.0)  # the border only changes with the geometry
 
 
 def letterbox_tensor(img: torch.Tensor, lb: Letterbox, out: torch.Tensor) -> torch.Tensor:
@@ -47,9 +56,7 @@ def letterbox_tensor(img: torch.Tensor, lb: Letterbox, out: torch.Tensor) -> tor
     if img.dtype == torch.uint8:
         img = img.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
     h, w = img.shape[-2:]
-    if lb.src_size != (w, h):
-        lb.fit(w, h)
-        out.fill_(lb.pad_value).mul_(1.0 / 255.0)  # the border only changes with the geometry
+    fit_letterbox(lb, out, int(w), int(h))
     x1, y1, x2, y2 = lb.content_box
     if (x2 - x1, y2 - y1) != (w, h):
         img = F.interpolate(img, size=(y2 - y1, x2 - x1), mode="bilinear", align_corners=False)
@@ -98,6 +105,21 @@ def _iou_matrix(b: torch.Tensor) -> torch.Tensor:
     return inter / union.clamp_(min=1e-12)
 
 
+def _suppression(boxes: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor, iou_threshold: float
+                 ) -> torch.Tensor:
+    """``S[i, j]``: valid ``i`` ranked before ``j``, same class, IoU above the threshold."""
+    k = boxes.shape[0]
+    before = torch.ones(k, k, dtype=torch.bool, device=boxes.device).triu_(diagonal=1)  # i ranked before j
+    suppress = (_iou_matrix(boxes.double()) > iou_threshold) & (ids[:, None] == ids[None, :]) & before
+    return suppress & valid[:, None]
+
+
+def _rounds(suppress: torch.Tensor, valid: torch.Tensor, keep: torch.Tensor, n: int) -> torch.Tensor:
+    for _ in range(n):
+        keep = valid & ~(suppress & keep[:, None]).any(dim=0)
+    return keep
+
+
 def nms_fixed_point(boxes: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor, iou_threshold: float
                     ) -> torch.Tensor:
     """Greedy class-wise NMS of boxes already sorted best first; returns the ``keep`` mask.
@@ -108,17 +130,16 @@ def nms_fixed_point(boxes: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor,
         valid: ``(k,)`` bool, candidates that take part (score above threshold, inside the image).
         iou_threshold: a box is suppressed when its IoU with a kept better box of its class exceeds this.
     """
-    k = boxes.shape[0]
-    if k == 0:
+    if boxes.shape[0] == 0:
         return valid.clone()
-    before = torch.ones(k, k, dtype=torch.bool, device=boxes.device).triu_(diagonal=1)  # i ranked before j
-    suppress = (_iou_matrix(boxes.double()) > iou_threshold) & (ids[:, None] == ids[None, :]) & before
-    suppress &= valid[:, None]
-    keep = valid.clone()
-    for _ in range(0, k, _NMS_ROUNDS_PER_CHECK):
+    suppress = _suppression(boxes, ids, valid, iou_threshold)
+    return _converge(suppress, valid, valid.clone())
+
+
+def _converge(suppress: torch.Tensor, valid: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    for _ in range(0, suppress.shape[0] + 1, _NMS_ROUNDS_PER_CHECK):
         previous = keep
-        for _ in range(_NMS_ROUNDS_PER_CHECK):
-            keep = valid & ~(suppress & keep[:, None]).any(dim=0)
+        keep = _rounds(suppress, valid, keep, _NMS_ROUNDS_PER_CHECK)
         if torch.equal(keep, previous):  # a fixed point: no further round changes anything
             break
     return keep
@@ -136,12 +157,18 @@ def unmap_boxes(boxes: torch.Tensor, lb: Letterbox) -> torch.Tensor:
     return torch.minimum(out.clamp_(min=0.0), limit)
 
 
-def postprocess(out: torch.Tensor, layout: str, lb: Letterbox, score_threshold: float, iou_threshold: float,
-                max_detections: int) -> torch.Tensor:
-    """Decode, threshold, NMS and unmap one output on its device; ``(M, 6)`` rows ``x1 y1 x2 y2 score class``.
+#: Suppression rounds inside the captured detection graph; chains longer than this (rare) finish on the host side.
+GRAPH_NMS_ROUNDS = 8
 
-    Everything before the last line has data-independent shapes; the final selection of the kept rows is the one
-    point where the device and the host meet (the caller copies the result to the host anyway).
+
+def postprocess_dense(out: torch.Tensor, layout: str, lb: Letterbox, score_threshold: float, iou_threshold: float,
+                      max_detections: int) -> tuple[torch.Tensor, ...]:
+    """The fixed-shape part of :func:`postprocess` (capturable in a CUDA graph).
+
+    Returns:
+        ``table (k, 8)``: ``x1 y1 x2 y2 score class keep converged`` per candidate (best first; ``keep`` final if
+        ``converged``), and the ``suppress``, ``valid``, ``keep`` tensors :func:`select` needs to finish NMS when a
+        suppression chain is longer than :data:`GRAPH_NMS_ROUNDS`.
     """
     boxes, scores, ids = decode_dense(out, layout)
     k = min(int(scores.shape[0]), PRE_NMS_TOPK if layout != "end2end" else int(scores.shape[0]))
@@ -150,10 +177,44 @@ def postprocess(out: torch.Tensor, layout: str, lb: Letterbox, score_threshold: 
     x1, y1, x2, y2 = lb.content_box
     valid = (scores >= score_threshold) & (boxes[:, 0] < x2) & (boxes[:, 2] > x1) & (boxes[:, 1] < y2) & (
         boxes[:, 3] > y1)
-    keep = valid if layout == "end2end" else nms_fixed_point(boxes, ids, valid, iou_threshold)
-    rank = torch.cumsum(keep, 0)
-    keep &= rank <= max_detections
+    if layout == "end2end":
+        suppress = torch.zeros(k, k, dtype=torch.bool, device=boxes.device)
+        keep = valid
+        converged = torch.ones((), dtype=torch.bool, device=boxes.device)
+    else:
+        suppress = _suppression(boxes, ids, valid, iou_threshold)
+        before = _rounds(suppress, valid, valid, GRAPH_NMS_ROUNDS - 1)
+        keep = _rounds(suppress, valid, before, 1)
+        converged = (keep == before).all()
     mapped = unmap_boxes(boxes, lb)
-    keep &= (mapped[:, 2] > mapped[:, 0]) & (mapped[:, 3] > mapped[:, 1])
     rows = torch.cat((mapped, scores.clamp(0.0, 1.0)[:, None], ids[:, None].to(mapped.dtype)), dim=1)
-    return rows[keep]
+    final = _final_keep(keep, mapped, max_detections)
+    table = torch.cat((rows, final[:, None].to(rows.dtype), converged.expand(k)[:, None].to(rows.dtype)), dim=1)
+    return table, suppress, valid, keep
+
+
+def _final_keep(keep: torch.Tensor, mapped: torch.Tensor, max_detections: int) -> torch.Tensor:
+    """At most ``max_detections`` survivors (best first), then the ones that still have an area in the image."""
+    keep = keep & (torch.cumsum(keep, 0) <= max_detections)
+    return keep & (mapped[:, 2] > mapped[:, 0]) & (mapped[:, 3] > mapped[:, 1])
+
+
+def select(dense: tuple[torch.Tensor, ...], max_detections: int) -> np.ndarray:
+    """The host side of the post-processing: ``(M, 6)`` rows ``x1 y1 x2 y2 score class`` of the kept candidates.
+
+    One copy of the candidate table to the host; only when a suppression chain outlasted the graph's rounds does NMS
+    continue on the device first (exactly, until the fixed point).
+    """
+    table, suppress, valid, keep = dense
+    host = table.cpu().numpy()
+    if host.shape[0] and not host[0, 7]:
+        keep = _converge(suppress, valid, keep)
+        final = _final_keep(keep, table[:, :4], max_detections)
+        host = torch.cat((table[:, :6], final[:, None].to(table.dtype)), dim=1).cpu().numpy()
+    return host[host[:, 6] > 0, :6]
+
+
+def postprocess(out: torch.Tensor, layout: str, lb: Letterbox, score_threshold: float, iou_threshold: float,
+                max_detections: int) -> np.ndarray:
+    """Decode, threshold, NMS and unmap one output; ``(M, 6)`` host rows ``x1 y1 x2 y2 score class``."""
+    return select(postprocess_dense(out, layout, lb, score_threshold, iou_threshold, max_detections), max_detections)

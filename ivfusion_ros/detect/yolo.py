@@ -34,6 +34,7 @@ from ivfusion_ros.detect.yolo_decode import check_layout, decode, detect_layout
 from ivfusion_ros.errors import ConfigError, ModelError
 from ivfusion_ros.runtime.backend import Backend, BackendOptions, OrtBackend, TorchBackend
 from ivfusion_ros.runtime.device import resolve_device
+from ivfusion_ros.runtime.graphs import StageGraphs
 from ivfusion_ros.runtime.onnx_session import OnnxModel
 
 __all__ = ["DEFAULT_INPUT_SIZE", "YoloDetector", "parse_names_metadata"]
@@ -173,6 +174,7 @@ class YoloDetector(Detector):
                 input_shapes={self.model.input_name: (1, 3, self._input_h, self._input_w)},
                 cache_dir=options.cache_dir, calibration_dir=options.calibration_dir)
         self._input = None
+        self._graphs = StageGraphs(self.device.type == "cuda" and runtime.cuda_graphs)
         if self._runner is not None:
             # the tensor path: a persistent network-input buffer on the device, and one warm-up frame so that
             # engine builds, graph captures, out-of-memory and the output layout are settled at start
@@ -331,12 +333,17 @@ class YoloDetector(Detector):
             hwc = image if image.dtype == torch.uint8 else image[0].mul(255).round_().clamp_(0, 255).to(
                 torch.uint8).permute(1, 2, 0)
             return self.detect(np.ascontiguousarray(hwc.cpu().numpy()))
-        cfg = self.cfg
-        blob = tensor_ops.letterbox_tensor(image.to(self.device), self._letterbox, self._input)
+        cfg, lb, buf = self.cfg, self._letterbox, self._input
+        image = image.to(self.device)
+        h, w = image.shape[:2] if image.dtype == torch.uint8 else image.shape[-2:]
+        tensor_ops.fit_letterbox(lb, buf, int(w), int(h))  # geometry on the host, before any replay
+        blob = self._graphs.run("letterbox", lambda img: (tensor_ops.letterbox_tensor(img, lb, buf),), image)[0]
         out = self._runner(blob)[0]
         layout = self._layout or self._settle_layout(tuple(out.shape))
-        rows = tensor_ops.postprocess(out, layout, self._letterbox, cfg.score_threshold, cfg.nms_threshold,
-                                      cfg.max_detections).cpu().numpy()
+        args = (layout, lb, cfg.score_threshold, cfg.nms_threshold, cfg.max_detections)
+        dense = self._graphs.run("postprocess", lambda o: tensor_ops.postprocess_dense(o, *args), out,
+                                 key=(*args[:1], lb.content_box, lb.scale, *args[2:]))
+        rows = tensor_ops.select(dense, cfg.max_detections)
         return Detections(rows[:, :4].astype(np.float32), rows[:, 4].astype(np.float32),
                           rows[:, 5].astype(np.int64), self._names)
 

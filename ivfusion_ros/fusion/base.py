@@ -61,6 +61,9 @@ class Fuser(ABC):
 
     #: registry name, set by the registry decorator
     name: ClassVar[str] = ""
+    #: ``fuse`` is pure tensor work whose kernels depend only on the config and the shapes (no read-back, no use of
+    #: ``ctx.level`` / ``ctx.regime``), so the pipeline may capture it in a CUDA graph
+    graph_safe: ClassVar[bool] = True
 
     def __init__(self, cfg: FusionConfig, device: torch.device, runtime: RuntimeConfig | None = None) -> None:
         self.cfg = cfg

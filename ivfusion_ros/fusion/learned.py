@@ -121,6 +121,8 @@ class LearnedFuser(LuminanceFuser):
         backend: the backend's name.
     """
 
+    graph_safe = False  # the backend captures its own graph (torch) or runs an engine (TensorRT, ONNX Runtime)
+
     def __init__(self, cfg: FusionConfig, device: torch.device, runtime: RuntimeConfig | None = None) -> None:
         super().__init__(cfg, device, runtime)
         self.weights = Path(cfg.weights).expanduser() if cfg.weights else default_weights(self.name)

@@ -25,6 +25,7 @@ from torch import nn
 
 from ivfusion_ros.config import RuntimeConfig
 from ivfusion_ros.errors import ConfigError, ModelError
+from ivfusion_ros.runtime.graphs import CapturedGraph
 from ivfusion_ros.runtime.tensorrt_backend import default_cache_dir
 
 __all__ = ["BACKENDS", "Backend", "BackendOptions", "OrtBackend", "TorchBackend", "describe_failure"]
@@ -111,28 +112,6 @@ def _as_list(out: object) -> list[torch.Tensor]:
     raise ModelError(f"the network returned {type(out).__name__}, not tensors")
 
 
-class _Graph:
-    """One captured CUDA graph with its static inputs and outputs (one per input-shape signature)."""
-
-    def __init__(self, fn: Callable[..., list[torch.Tensor]], inputs: Sequence[torch.Tensor]) -> None:
-        self.inputs = [x.clone() for x in inputs]
-        stream = torch.cuda.Stream(device=self.inputs[0].device)
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # warm-up off the capture: cuDNN picks its algorithms here
-            for _ in range(3):
-                fn(*self.inputs)
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.outputs = fn(*self.inputs)
-
-    def __call__(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        for static, x in zip(self.inputs, inputs):
-            static.copy_(x, non_blocking=True)
-        self.graph.replay()
-        return self.outputs
-
-
 class TorchBackend(Backend):
     """A torch module on the pipeline's device, in the configured precision and memory layout.
 
@@ -173,7 +152,7 @@ class TorchBackend(Backend):
         self._forward: Callable[..., object] = module
         if options.compile:
             self._forward = torch.compile(module)
-        self._graphs: dict[tuple, _Graph] = {}
+        self._graphs: dict[tuple, CapturedGraph] = {}
 
     def _run(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
         xs = [x.to(self.dtype, memory_format=self._memory_format) if x.dim() == 4 else x.to(self.dtype)
@@ -190,8 +169,8 @@ class TorchBackend(Backend):
                 if graph is None:
                     _LOG.info("%s: capturing a CUDA graph for input %s", self.label,
                               ", ".join("x".join(map(str, k[0])) for k in key))
-                    graph = self._graphs[key] = _Graph(self._run, inputs)
-                return graph(inputs)
+                    graph = self._graphs[key] = CapturedGraph(self._run, inputs, warmup=3)
+                return list(graph(inputs))
         except ModelError:
             raise
         except Exception as err:  # name the model, its input and the backend

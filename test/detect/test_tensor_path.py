@@ -138,6 +138,27 @@ def test_fixed_point_nms_ignores_invalid_candidates() -> None:
     assert keep.tolist() == [False, True, False]
 
 
+def test_a_suppression_chain_longer_than_the_graph_rounds_is_finished_exactly() -> None:
+    """Box i overlaps box i+1 (IoU 0.54) but not i+2: greedy NMS keeps every other box of a 30-box chain, which
+    takes more fixed-point rounds than the captured graph runs; the host side must finish it."""
+    n = 30
+    x1 = np.arange(n, dtype=np.float32) * 3
+    boxes = np.stack([x1, np.zeros(n), x1 + 10, np.full(n, 10)], 1).astype(np.float32)
+    scores = np.linspace(0.9, 0.5, n, dtype=np.float32)
+    out = np.zeros((1, 5, n), np.float32)  # yolov8 layout, one class
+    out[0, 0], out[0, 1] = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    out[0, 2], out[0, 3], out[0, 4] = 10, 10, scores
+    lb = Letterbox(200, 200)
+    lb.fit(200, 200)
+    dense = tensor_ops.postprocess_dense(torch.from_numpy(out), "yolov8", lb, 0.25, 0.45, 100)
+    assert not dense[0][0, 7]  # not converged inside the graph's rounds
+    rows = tensor_ops.select(dense, 100)
+    ref = batched_nms(boxes, scores, np.zeros(n, np.int64), 0.45, 100)
+    np.testing.assert_array_equal(ref, np.arange(0, n, 2))
+    np.testing.assert_allclose(rows[:, :4], boxes[ref], atol=1e-4)
+    assert n // 2 > tensor_ops.GRAPH_NMS_ROUNDS
+
+
 def test_torchscript_errors(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="not found"):
         YoloDetector(DetectorConfig(type="yolo", model=str(tmp_path / "nope.pt"), backend="torch"))

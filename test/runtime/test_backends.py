@@ -4,6 +4,8 @@ CUDA features (fp16, CUDA graphs, channels-last, the device-resident pipeline) w
 from __future__ import annotations
 
 import copy
+import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -112,8 +114,6 @@ def test_fusion_backend_onnxruntime_exports_the_shipped_weights_once(tmp_path: P
 
 
 def test_tensorrt_backend_without_tensorrt_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
-    import sys
-
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # as on a machine without TensorRT
     fuser = create_fuser("amfusion", backend="tensorrt", runtime=RuntimeConfig(engine_cache=str(tmp_path)))
     x = torch.rand(1, 1, 32, 32)
@@ -173,3 +173,71 @@ def test_pipeline_on_cuda_matches_the_cpu(variant, caplog) -> None:
         assert a.regime == b.regime and abs(a.illumination - b.illumination) < 1e-3
         diff = np.abs(a.fused.astype(int) - b.fused.astype(int))
         assert diff.max() <= 3 and diff.mean() < 0.05, (diff.max(), diff.mean())
+
+
+def _scene_frames(n: int = 4, w: int = 320, h: int = 256):
+    from ivfusion_ros.demo.scene import NightStreetScene
+
+    scene = NightStreetScene(width=w, height=h, num_frames=n, seed=1)
+    return scene, [scene.frame(i) for i in range(n)]
+
+
+@needs_cuda
+@pytest.mark.parametrize("variant", ["adaptive", "amfusion"])
+def test_stage_graphs_give_what_the_eager_stages_give(variant, tmp_path: Path) -> None:
+    """The captured stages (decode, registration, illumination, fusion, detection post-processing) against the same
+    pipeline run eagerly, over frames (the AGC state is carried by the graphs), with a YOLO on the device."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "detect"))  # the detector tests' tiny models
+    from tiny_yolo_models import NAMES, NET_H, NET_W, make_module
+
+    ts = tmp_path / "tiny.torchscript"
+    torch.jit.save(torch.jit.trace(make_module("yolov8"), torch.zeros(1, 3, NET_H, NET_W)), str(ts))
+    scene, frames = _scene_frames()
+    base = update_config(PipelineConfig(), **{
+        "registration.homography": scene.homography.ravel().tolist(), "fusion.variant": variant,
+        "runtime.device": "cuda", "runtime.precision": "fp32", "detector.type": "yolo", "detector.model": str(ts),
+        "detector.backend": "torch", "detector.class_names": list(NAMES), "detector.input_size": [NET_W, NET_H]})
+    graphed = Pipeline(base)
+    eager = Pipeline(update_config(base, **{"runtime.cuda_graphs": False}))
+    for f in frames:
+        a = eager.process(f.thermal, f.rgb, f.stamp, thermal_encoding="mono16")
+        b = graphed.process(f.thermal, f.rgb, f.stamp, thermal_encoding="mono16")
+        assert a.regime == b.regime and a.illumination == pytest.approx(b.illumination, abs=1e-6)
+        assert np.abs(a.fused.astype(int) - b.fused.astype(int)).max() <= 1
+        np.testing.assert_array_equal(a.detections.class_ids, b.detections.class_ids)
+        np.testing.assert_allclose(a.detections.boxes, b.detections.boxes, atol=1e-3)
+    assert len(graphed._graphs) >= 3 and len(eager._graphs) == 0
+    assert len(graphed.detector._graphs) == 2  # letterbox and post-processing
+
+
+@needs_cuda
+def test_stage_graphs_follow_run_time_parameter_changes() -> None:
+    scene, frames = _scene_frames()
+    base = update_config(PipelineConfig(), **{"registration.homography": scene.homography.ravel().tolist(),
+                                              "runtime.device": "cuda", "detector.type": "none"})
+    graphed = Pipeline(base)
+    eager = Pipeline(update_config(base, **{"runtime.cuda_graphs": False}))
+    for i, f in enumerate(frames):
+        if i == 2:  # a live parameter change: the captured kernels hold the old gain and must be dropped
+            for p in (graphed, eager):
+                p.update_config(update_config(p.config, **{"fusion.detail_gain": 3.0}))
+        a = eager.process(f.thermal, f.rgb, f.stamp, thermal_encoding="mono16")
+        b = graphed.process(f.thermal, f.rgb, f.stamp, thermal_encoding="mono16")
+        assert np.abs(a.fused.astype(int) - b.fused.astype(int)).max() <= 1, i
+
+
+@needs_cuda
+def test_a_stage_that_cannot_be_captured_runs_eagerly(caplog) -> None:
+    from ivfusion_ros.runtime.graphs import StageGraphs
+
+    graphs = StageGraphs(True)
+    x = torch.arange(4.0, device="cuda")
+
+    def reads_back(t: torch.Tensor) -> tuple[torch.Tensor]:
+        return (t * float(t.sum()),)  # a read-back: not capturable
+
+    with caplog.at_level(logging.WARNING):
+        out = graphs.run("bad", reads_back, x)[0]
+    torch.testing.assert_close(out, x * 6.0)
+    assert "cannot be captured" in caplog.text and len(graphs) == 0
+    torch.testing.assert_close(graphs.run("bad", reads_back, x + 1)[0], (x + 1) * 10.0)
