@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from ivfusion_ros.config import PipelineConfig, RuntimeConfig, update_config
+from ivfusion_ros.config import DetectorConfig, PipelineConfig, RuntimeConfig, update_config
 from ivfusion_ros.errors import ConfigError, ModelError
 from ivfusion_ros.fusion import create_fuser
 from ivfusion_ros.fusion.base import FusionContext
@@ -153,7 +153,7 @@ def test_cuda_graph_replay_follows_new_inputs_and_sizes() -> None:
 
 @needs_cuda
 def test_device_auto_picks_cuda() -> None:
-    assert Pipeline(PipelineConfig()).device.type == "cuda"
+    assert Pipeline(PipelineConfig(detector=DetectorConfig(type="none"))).device.type == "cuda"
 
 
 @needs_cuda
