@@ -127,7 +127,8 @@ class DeviceThermalNormalizer:
         """The raw range ``(lo, hi)`` as float64 on the device (percentiles as numpy's default, linear)."""
         cfg = self.host.cfg
         if cfg.agc == "fixed":
-            return torch.tensor([cfg.fixed_min, cfg.fixed_max], dtype=torch.float64, device=xf.device)
+            return torch.stack([torch.full((), v, dtype=torch.float64, device=xf.device)  # fills, no host copy
+                                for v in (cfg.fixed_min, cfg.fixed_max)])
         if cfg.agc == "minmax":
             lo_src = xf if finite is None else torch.where(finite, xf, torch.inf)
             hi_src = xf if finite is None else torch.where(finite, xf, -torch.inf)

@@ -13,11 +13,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["box_blur", "gaussian_blur", "gaussian_kernel1d", "max_filter", "min_filter", "sep_filter", "smooth"]
+__all__ = ["box_blur", "gaussian_blur", "gaussian_kernel1d", "kernel_tensor", "max_filter", "min_filter", "sep_filter",
+           "smooth"]
 
 
 @functools.lru_cache(maxsize=64)
-def _kernel(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def kernel_tensor(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Filter taps as a tensor, made once per device and dtype (a host->device copy per frame would also break
+    CUDA graph capture)."""
     return torch.tensor(values, device=device, dtype=dtype)
 
 
@@ -55,7 +58,7 @@ def sep_filter(x: torch.Tensor, taps: tuple[float, ...]) -> torch.Tensor:
         y = _shift_sum(F.pad(y, (r, r, 0, 0), mode=_pad_mode(y, r)), taps, w, 3)
         y = _shift_sum(F.pad(y, (0, 0, r, r), mode=_pad_mode(y, r)), taps, h, 2)
         return y.reshape(b, c, h, w)
-    k = _kernel(taps, x.device, x.dtype)
+    k = kernel_tensor(taps, x.device, x.dtype)
     y = F.conv2d(F.pad(y, (r, r, 0, 0), mode=_pad_mode(y, r)), k.view(1, 1, 1, -1))
     y = F.conv2d(F.pad(y, (0, 0, r, r), mode=_pad_mode(y, r)), k.view(1, 1, -1, 1))
     return y.reshape(b, c, h, w)

@@ -150,11 +150,10 @@ def unmap_boxes(boxes: torch.Tensor, lb: Letterbox) -> torch.Tensor:
     w, h = lb.src_size or (0, 0)
     left, top = lb.pad
     sx, sy = lb.scale
-    offset = boxes.new_tensor([left, top, left, top])
-    scale = boxes.new_tensor([sx, sy, sx, sy])
-    out = (boxes - offset) / scale
-    limit = boxes.new_tensor([w, h, w, h])
-    return torch.minimum(out.clamp_(min=0.0), limit)
+    # per-column scalars (no small host tensors: their copies would break CUDA graph capture)
+    xs = ((boxes[:, 0::2] - left) / sx).clamp_(0.0, float(w))
+    ys = ((boxes[:, 1::2] - top) / sy).clamp_(0.0, float(h))
+    return torch.stack((xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]), dim=1)
 
 
 #: Suppression rounds inside the captured detection graph; chains longer than this (rare) finish on the host side.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ivfusion_ros.core.filters import sep_filter
+from ivfusion_ros.core.filters import kernel_tensor, sep_filter
 
 __all__ = ["gaussian_pyramid", "laplacian_pyramid", "max_levels", "pyr_down", "pyr_up", "reconstruct"]
 
@@ -44,7 +44,7 @@ def _down_axis(x: torch.Tensor, dim: int, mode: str) -> torch.Tensor:
     b, c, h, w = x.shape
     p = F.pad(x.reshape(b * c, 1, h, w), pad, mode=mode).reshape(b, c, *(h, w + 4) if dim == -1 else (h + 4, w))
     if x.device.type != "cpu":
-        k = p.new_tensor(BURT_TAPS)
+        k = kernel_tensor(BURT_TAPS, p.device, p.dtype)
         q = p.reshape(-1, 1, *p.shape[-2:])
         weight, stride = (k.view(1, 1, 1, -1), (1, 2)) if dim == -1 else (k.view(1, 1, -1, 1), (2, 1))
         out = F.conv2d(q, weight, stride=stride)
@@ -67,7 +67,7 @@ def pyr_down(x: torch.Tensor) -> torch.Tensor:
     b, c, h, w = x.shape
     y = x.reshape(b * c, 1, h, w)
     if x.device.type != "cpu":
-        k = y.new_tensor(BURT_TAPS)
+        k = kernel_tensor(BURT_TAPS, y.device, y.dtype)
         y = F.conv2d(F.pad(y, (2, 2, 0, 0), mode=mode), k.view(1, 1, 1, -1), stride=(1, 2))
         y = F.conv2d(F.pad(y, (0, 0, 2, 2), mode=mode), k.view(1, 1, -1, 1), stride=(2, 1))
         return y.reshape(b, c, *y.shape[-2:])
