@@ -207,7 +207,7 @@ def test_stage_graphs_give_what_the_eager_stages_give(variant, tmp_path: Path, c
         np.testing.assert_array_equal(a.detections.class_ids, b.detections.class_ids)
         np.testing.assert_allclose(a.detections.boxes, b.detections.boxes, atol=1e-3)
     assert "cannot be captured" not in caplog.text  # every stage was captured, none fell back
-    assert len(graphed._graphs) == (5 if variant == "adaptive" else 4) and len(eager._graphs) == 0
+    assert len(graphed._graphs) == (4 if variant == "adaptive" else 3) and len(eager._graphs) == 0
     assert len(graphed.detector._graphs) == 2  # letterbox and post-processing
 
 
