@@ -25,6 +25,7 @@ from ivfusion_ros.fusion.nets.weights import WeightsFile, build_from_weights, lo
 from ivfusion_ros.fusion.registry import register_fuser
 from ivfusion_ros.runtime.backend import Backend, BackendOptions, OrtBackend, TorchBackend
 from ivfusion_ros.runtime.export import INPUT_NAMES, OUTPUT_NAME
+from ivfusion_ros.runtime.onnx_net import OnnxNetRunner
 
 __all__ = ["WEIGHTS_DIR", "LearnedFuser", "default_weights", "pad_to_multiple", "register_learned", "run_padded"]
 
@@ -145,11 +146,14 @@ class LearnedFuser(LuminanceFuser):
             net = build_from_weights(self.header).eval()
             self.multiple, self.guidance, backend = int(net.multiple), net.guidance, cfg.backend
             if backend == "torch":
-                self.runner: Backend | _PerShape = TorchBackend(net, options, label=self.weights.name,
+                self.runner: Backend | _PerShape | OnnxNetRunner = TorchBackend(net, options, label=self.weights.name,
                                                                 input_names=INPUT_NAMES, output_names=(OUTPUT_NAME,))
             else:
                 onnx_path = exported_onnx(self.weights, self.header, options.cache_dir)
-        if backend == "onnxruntime":
+        if backend == "onnxruntime" and onnx_path == self.weights:  # the user's export: check it is one
+            self.runner = OnnxNetRunner(onnx_path, device=str(device), threads=options.threads,
+                                        families=(self.name,))
+        elif backend == "onnxruntime":
             self.runner = OrtBackend(onnx_path, options)
         elif backend == "tensorrt":
             from ivfusion_ros.runtime.tensorrt_backend import TensorRTBackend
@@ -158,7 +162,11 @@ class LearnedFuser(LuminanceFuser):
                 onnx_path, device=device, precision=options.precision, input_shapes=shapes,
                 cache_dir=options.cache_dir, calibration_dir=options.calibration_dir))
         self.backend = backend
-        self.net: NetFn = lambda *xs: self.runner(*xs)[0]  # the padded call wants one tensor
+        self.net: NetFn = self._fused
+
+    def _fused(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = self.runner(*xs)  # backends return a list; the checked ONNX runner returns the fused tensor
+        return out if isinstance(out, torch.Tensor) else out[0]
 
     def describe(self) -> str:
         return f"{self.name}({self.header.variant}, {self.weights.name}, {self.runner.describe()}, {self.guidance})"
