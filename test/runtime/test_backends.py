@@ -242,3 +242,13 @@ def test_a_stage_that_cannot_be_captured_runs_eagerly(caplog) -> None:
     torch.testing.assert_close(out, x * 6.0)
     assert "cannot be captured" in caplog.text and len(graphs) == 0
     torch.testing.assert_close(graphs.run("bad", reads_back, x + 1)[0], (x + 1) * 10.0)
+
+
+def test_torch_compile_gives_the_same_numbers() -> None:
+    """``runtime.compile``: torch.compile (inductor) on the backend's module; the first call compiles."""
+    torch.manual_seed(4)
+    net = _Net().eval()
+    a, b = torch.rand(1, 1, 16, 24), torch.rand(1, 1, 16, 24)
+    backend = TorchBackend(copy.deepcopy(net), _opts(compile=True))
+    assert "compiled" in backend.describe()
+    torch.testing.assert_close(backend(a, b)[0], net(a, b), atol=1e-5, rtol=1e-5)
