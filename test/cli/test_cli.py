@@ -145,6 +145,25 @@ def test_bench_sizes_backends_and_learned_variant_overhead(tmp_path: Path) -> No
     assert "stream fps" in res.output and "replay cpu amfusion onnxruntime none" in res.output
 
 
+def test_bench_times_the_yolo_network_alone(tmp_path: Path) -> None:
+    """With a YOLO detector, the model-only time includes the detector network, so the overhead is the pipeline's."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "detect"))  # the detector tests' tiny models
+    from tiny_yolo_models import build_model
+
+    model = build_model("yolov8", tmp_path / "tiny.onnx")
+    out = tmp_path / "bench.json"
+    res = _invoke("bench", "--frames", "5", "--size", "96x64", "--variants", "amfusion", "--detectors", str(model),
+                  "--json", str(out))
+    assert res.exit_code == 0, res.output
+    case = json.loads(out.read_text())["cases"][0]
+    models = case["model_only"]
+    assert set(models) == {"fusion", "detector"} and models["detector"]["p50"] > 0
+    total_model = models["fusion"]["p50"] + models["detector"]["p50"]
+    assert case["overhead_over_model"] == pytest.approx((case["total"]["p50"] - total_model) / total_model, abs=1e-3)
+
+
 def test_version() -> None:
     res = _invoke("--version")
     assert res.exit_code == 0 and res.output.strip()
