@@ -223,9 +223,10 @@ def _bench_size(n: int, w: int, h: int, variants: list[str], detectors: list[str
                         r = bench_case(frames, cfg, n)
                         if replay:
                             r["replay"] = _replay_fps(frames, cfg, Path(tmp))
-                        fusion_model = r["model_only"].get("fusion")
-                        if fusion_model and fusion_model["p50"] > 0:
-                            r["fuse_over_model"] = round(r["stages"]["fuse"]["p50"] / fusion_model["p50"], 3)
+                        for stage, net in (("fuse", "fusion"), ("detect", "detector")):  # each network's wrapper
+                            model = r["model_only"].get(net)
+                            if model and model["p50"] > 0:
+                                r[f"{stage}_over_model"] = round(r["stages"][stage]["p50"] / model["p50"], 3)
                         cases.append({"size": [w, h], "device": device, "variant": v,
                                       "backend": b if v in DEFAULT_NETS else "-", "detector": d, **r})
     table = Table("device", "variant", "backend", "detector", *STAGES, "p50", "p99", "fps", "stream fps",

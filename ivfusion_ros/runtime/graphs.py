@@ -6,8 +6,10 @@ replaying it afterwards turns dozens of launches into one. Stages are captured o
 work: no read-back to the host, no shapes that depend on the data; a stage whose capture fails (an unexpected
 synchronisation, say) runs eagerly from then on, with one warning.
 
-Stage functions are called with static input tensors (copied in on every call, a device-to-device copy each) and
-must return a tuple of tensors; those outputs are overwritten by the next replay of the same graph.
+Stage functions must not modify their inputs and must return a tuple of tensors; those outputs are overwritten by
+the next replay of the same graph. The tensors of the capturing call become the graph's static inputs: a later call
+that passes the same tensors (a persistent upload buffer, the static outputs of the previous stage's graph) costs no
+copy; other tensors are copied in (one device-to-device copy each).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class CapturedGraph:
 
     def __init__(self, fn: Callable[..., Sequence[torch.Tensor]], inputs: Sequence[torch.Tensor],
                  warmup: int = 2) -> None:
-        self.inputs = [x.clone() for x in inputs]
+        self.inputs = list(inputs)  # adopted, not cloned: stable buffers of the caller then need no copy per call
         stream = torch.cuda.Stream(device=self.inputs[0].device)
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up off the capture: lazy allocations and cuDNN choices happen here

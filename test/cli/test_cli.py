@@ -162,6 +162,8 @@ def test_bench_times_the_yolo_network_alone(tmp_path: Path) -> None:
     assert set(models) == {"fusion", "detector"} and models["detector"]["p50"] > 0
     total_model = models["fusion"]["p50"] + models["detector"]["p50"]
     assert case["overhead_over_model"] == pytest.approx((case["total"]["p50"] - total_model) / total_model, abs=1e-3)
+    assert case["detect_over_model"] == pytest.approx(case["stages"]["detect"]["p50"] / models["detector"]["p50"],
+                                                      abs=1e-3)
 
 
 def test_version() -> None:
