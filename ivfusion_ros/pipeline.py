@@ -124,15 +124,19 @@ class Pipeline:
         self.detector = detector if detector is not None else create_detector(
             cfg.detector, device=self.device.type, threads=cfg.runtime.threads, runtime=cfg.runtime)
         self.timer = StageTimer(self.device)
+        self._io_device: torch.device | None = None
         self._set_device_io(self.device)
         self.frames = 0
 
     def _set_device_io(self, device: torch.device) -> None:
-        """On CUDA: pinned staging for the camera images and the thermal gain control on the device."""
+        """On CUDA: pinned staging for the camera images and the thermal gain control on the device (both kept, with
+        the smoothed AGC range, while the device stays the same); the stage graphs are always started afresh."""
         cuda = device.type == "cuda"
-        self._upload = HostToDevice(device) if cuda else None
-        self._thermal_dev = DeviceThermalNormalizer(self.thermal) if cuda else None
-        self._no_range = torch.full((2,), torch.nan, dtype=torch.float64, device=device)  # AGC before a first frame
+        if self._io_device != device:
+            self._upload = HostToDevice(device) if cuda else None
+            self._thermal_dev = DeviceThermalNormalizer(self.thermal) if cuda else None
+            self._no_range = torch.full((2,), torch.nan, dtype=torch.float64, device=device)  # AGC before frame 1
+            self._io_device = device
         self._graphs = StageGraphs(cuda and self.config.runtime.cuda_graphs)
 
     def _make_fusers(self, cfg: PipelineConfig, device: torch.device) -> dict[str, Fuser]:
