@@ -96,6 +96,25 @@ def _to_tensor_rgb(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
     return t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
 
 
+def _thermal_encoding(thermal: np.ndarray, encoding: str | None) -> str:
+    """``encoding``, or the one the array's dtype implies when it is ``None``."""
+    if encoding is not None:
+        return encoding
+    inferred = _DTYPE_TO_THERMAL_ENCODING.get(getattr(thermal, "dtype", None), "")
+    if not inferred:
+        raise InputError(f"thermal image: cannot infer an encoding from dtype "
+                         f"{getattr(thermal, 'dtype', type(thermal).__name__)}", reason="bad_encoding")
+    return inferred
+
+
+def _resized(vis_t: torch.Tensor, rgb_wh: tuple[int, int], out_wh: tuple[int, int]) -> torch.Tensor:
+    """The RGB tensor at the output size (antialiased when shrinking)."""
+    if out_wh == rgb_wh:
+        return vis_t
+    return torch.nn.functional.interpolate(vis_t, size=(out_wh[1], out_wh[0]), mode="bilinear", align_corners=False,
+                                           antialias=True)
+
+
 def _to_uint8(img: torch.Tensor) -> np.ndarray:
     """float ``(1, C, H, W)`` in [0, 1] -> uint8 ``(H, W, C)`` or ``(H, W)`` on the host."""
     out = img[0].mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
@@ -216,11 +235,7 @@ class Pipeline:
 
     def _thermal_tensor(self, thermal: np.ndarray, encoding: str | None) -> torch.Tensor:
         """Decode (AGC) a thermal image; ``(1, 1, H, W)`` on the device. ``None`` infers the encoding from dtype."""
-        if encoding is None:
-            encoding = _DTYPE_TO_THERMAL_ENCODING.get(getattr(thermal, "dtype", None), "")
-            if not encoding:
-                raise InputError(f"thermal image: cannot infer an encoding from dtype "
-                                 f"{getattr(thermal, 'dtype', type(thermal).__name__)}", reason="bad_encoding")
+        encoding = _thermal_encoding(thermal, encoding)
         if self._upload is not None and self._thermal_dev is not None:  # CUDA: raw upload, gain control there
             raw = check_image(thermal, encoding, THERMAL_ENCODINGS, "thermal")
             return self._thermal_dev(self._upload(raw), encoding)
@@ -240,10 +255,7 @@ class Pipeline:
             rgb_wh = (vis.shape[1], vis.shape[0])
             vis_t = _to_tensor_rgb(vis, self.device)
         out_wh = self.registration.output_size(rgb_wh)
-        if out_wh != rgb_wh:
-            vis_t = torch.nn.functional.interpolate(vis_t, size=(out_wh[1], out_wh[0]), mode="bilinear",
-                                                    align_corners=False, antialias=True)
-        return vis, vis_t, rgb_wh, out_wh
+        return vis, _resized(vis_t, rgb_wh, out_wh), rgb_wh, out_wh
 
     def _measure_illumination(self, vis_t: torch.Tensor) -> tuple[torch.Tensor, ...]:
         y = luma(vis_t)
@@ -254,11 +266,7 @@ class Pipeline:
         """CUDA: check both images as the host path does, upload them raw (pinned, one copy each), decode on the
         device in one captured graph; ``(thermal, rgb, rgb WH, output WH)``."""
         assert self._upload is not None and self._thermal_dev is not None
-        if thermal_encoding is None:
-            thermal_encoding = _DTYPE_TO_THERMAL_ENCODING.get(getattr(thermal, "dtype", None), "")
-            if not thermal_encoding:
-                raise InputError(f"thermal image: cannot infer an encoding from dtype "
-                                 f"{getattr(thermal, 'dtype', type(thermal).__name__)}", reason="bad_encoding")
+        thermal_encoding = _thermal_encoding(thermal, thermal_encoding)
         raw_th = check_image(thermal, thermal_encoding, THERMAL_ENCODINGS, "thermal")
         raw_rgb = check_image(rgb, rgb_encoding, RGB_ENCODINGS, "RGB")
         rgb_wh = (raw_rgb.shape[1], raw_rgb.shape[0])
@@ -267,11 +275,7 @@ class Pipeline:
         agc = self._thermal_dev
 
         def decode_rgb_at_output_size(raw: torch.Tensor) -> torch.Tensor:
-            vis_t = decode_rgb_tensor(raw, rgb_encoding)
-            if out_wh != rgb_wh:
-                vis_t = torch.nn.functional.interpolate(vis_t, size=(out_wh[1], out_wh[0]), mode="bilinear",
-                                                        align_corners=False, antialias=True)
-            return vis_t
+            return _resized(decode_rgb_tensor(raw, rgb_encoding), rgb_wh, out_wh)
 
         if th_dev.dtype == torch.float32:  # 32FC1: counts invalid pixels on the host, so no graph for it
             return agc(th_dev, thermal_encoding), decode_rgb_at_output_size(rgb_dev), rgb_wh, out_wh
