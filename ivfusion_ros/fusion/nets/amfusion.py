@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ivfusion_ros.fusion.nets.registry import register_net
+from ivfusion_ros.fusion.nets.registry import identify, register_net
 
 __all__ = ["DSFM", "IDFM", "AMFusion", "amfusion", "amfusion_s"]
 
@@ -246,10 +246,7 @@ def _create_amfusion(variant: str, config: dict[str, Any], overrides: dict[str, 
     if len(cfg["channels"]) != 3:
         raise TypeError(f"channels must be three numbers, got {cfg['channels']}")
     net = AMFusion(**cfg, guide=guide)
-    net.variant = variant
-    net.family = "amfusion"
-    net.config = {**cfg, "channels": list(cfg["channels"])}  # JSON-serialisable; rebuilds the architecture
-    return net
+    return identify(net, variant, "amfusion", cfg)
 
 
 @register_net("amfusion", "AMFusion, real-time size (about 80 k parameters, no full-resolution convolution).")

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ivfusion_ros.fusion.nets import ldfusion_loss  # noqa: F401  (registers the family's loss and CLIP terms)
-from ivfusion_ros.fusion.nets.registry import register_net
+from ivfusion_ros.fusion.nets.registry import identify, register_net
 
 __all__ = ["AdaIN", "ContentEncoder", "LDFusion", "StyleEncoder", "adain", "instance_norm", "ldfusion", "ldfusion_s"]
 
@@ -260,10 +260,7 @@ class LDFusion(nn.Module):
 def _create_ldfusion(variant: str, config: dict[str, Any], overrides: dict[str, Any]) -> LDFusion:
     cfg = {**config, **overrides}
     net = LDFusion(**cfg)
-    net.variant = variant
-    net.family = "ldfusion"
-    net.config = dict(cfg)  # JSON-serialisable (numbers and a bool); rebuilds the architecture
-    return net
+    return identify(net, variant, "ldfusion", cfg)
 
 
 @register_net("ldfusion", "LDFusion, real-time size (half-resolution input by pixel unshuffle; ~100 k parameters).")

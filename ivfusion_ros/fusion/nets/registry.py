@@ -16,13 +16,13 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
 from ivfusion_ros.errors import ConfigError
 
-__all__ = ["NetInfo", "create_net", "list_nets", "net_info", "register_net"]
+__all__ = ["NetInfo", "create_net", "identify", "list_nets", "net_info", "register_net"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class NetInfo:
 
 
 _NETS: dict[str, NetInfo] = {}
+N = TypeVar("N", bound=nn.Module)
 
 
 def register_net(family: str, description: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -52,6 +53,15 @@ def register_net(family: str, description: str) -> Callable[[Callable[..., nn.Mo
         return fn
 
     return deco
+
+
+def identify(net: N, variant: str, family: str, config: dict[str, Any]) -> N:
+    """Stamp a freshly built network with its registry name, family and size config (tuples as lists, so the
+    config is JSON-serialisable and rebuilds the architecture from a weights file); returns ``net``."""
+    net.variant = variant
+    net.family = family
+    net.config = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+    return net
 
 
 def _ensure_builtin() -> None:

@@ -55,7 +55,7 @@ from torch import nn
 
 from ivfusion_ros.fusion.nets.amfusion import ResBlock, _attend, _conv, decode_residual
 from ivfusion_ros.fusion.nets.losses import register_loss
-from ivfusion_ros.fusion.nets.registry import register_net
+from ivfusion_ros.fusion.nets.registry import identify, register_net
 from ivfusion_ros.fusion.nets.text import HashTextEncoder, TextEncoder, load_text_encoder
 
 __all__ = ["DEFAULT_PROMPTS", "T2P", "TextCrossAttention", "TextGate", "TextGuidedBlock", "VectorQuantizer", "t2p",
@@ -370,10 +370,7 @@ def _create_t2p(variant: str, config: dict[str, Any], overrides: dict[str, Any])
     net = T2P(**cfg)
     if encoder is not None:
         net.set_text_embeddings(encoder.encode(cfg["prompts"]))
-    net.variant = variant
-    net.family = "t2p"
-    net.config = {**cfg, "channels": list(cfg["channels"])}  # JSON-serialisable; rebuilds the architecture
-    return net
+    return identify(net, variant, "t2p", cfg)
 
 
 @register_net("t2p", "Text-to-Pixels, real-time size (text-guided gates and attention, codebook; about 88 k "

@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ivfusion_ros.fusion.nets.losses import TERMS, register_loss, register_term, sobel_magnitude, ssim
-from ivfusion_ros.fusion.nets.registry import register_net
+from ivfusion_ros.fusion.nets.registry import identify, register_net
 
 __all__ = [
     "DetailSalience",
@@ -465,10 +465,7 @@ def _create_tsjnet(variant: str, config: dict[str, Any], overrides: dict[str, An
     if len(cfg["channels"]) != 2:
         raise TypeError(f"channels must be two numbers, got {cfg['channels']}")
     net = TSJNet(**cfg, detector=detector, segmenter=segmenter)
-    net.variant = variant
-    net.family = "tsjnet"
-    net.config = {**cfg, "channels": list(cfg["channels"])}  # JSON-serialisable; rebuilds the architecture
-    return net
+    return identify(net, variant, "tsjnet", cfg)
 
 
 @register_net("tsjnet", "TSJNet, real-time size (about 11 k parameters; LSM at 1/4 resolution, no full-resolution "
