@@ -28,7 +28,7 @@ from ivfusion_ros.detect.letterbox import Letterbox
 from ivfusion_ros.errors import ModelError
 
 __all__ = ["GRAPH_NMS_ROUNDS", "PRE_NMS_TOPK", "decode_dense", "fit_letterbox", "letterbox_tensor", "nms_fixed_point",
-           "postprocess", "postprocess_dense", "select", "unmap_boxes"]
+           "postprocess_dense", "select", "unmap_boxes"]
 
 #: Candidates that enter NMS at most (best scores first). Ultralytics caps at 30000; a real frame has at most a few
 #: hundred above a 0.25 score threshold, and the suppression matrix grows with the square of this.
@@ -162,7 +162,8 @@ GRAPH_NMS_ROUNDS = 8
 
 def postprocess_dense(out: torch.Tensor, layout: str, lb: Letterbox, score_threshold: float, iou_threshold: float,
                       max_detections: int) -> tuple[torch.Tensor, ...]:
-    """The fixed-shape part of :func:`postprocess` (capturable in a CUDA graph).
+    """Decode, threshold, NMS and unmap one output with fixed shapes (capturable in a CUDA graph); :func:`select`
+    finishes on the host.
 
     Returns:
         ``table (k, 8)``: ``x1 y1 x2 y2 score class keep converged`` per candidate (best first; ``keep`` final if
@@ -211,9 +212,3 @@ def select(dense: tuple[torch.Tensor, ...], max_detections: int) -> np.ndarray:
         final = _final_keep(keep, table[:, :4], max_detections)
         host = torch.cat((table[:, :6], final[:, None].to(table.dtype)), dim=1).cpu().numpy()
     return host[host[:, 6] > 0, :6]
-
-
-def postprocess(out: torch.Tensor, layout: str, lb: Letterbox, score_threshold: float, iou_threshold: float,
-                max_detections: int) -> np.ndarray:
-    """Decode, threshold, NMS and unmap one output; ``(M, 6)`` host rows ``x1 y1 x2 y2 score class``."""
-    return select(postprocess_dense(out, layout, lb, score_threshold, iou_threshold, max_detections), max_detections)

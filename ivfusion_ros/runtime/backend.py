@@ -73,12 +73,12 @@ class BackendOptions:
 
 def describe_failure(err: BaseException, model: str, shapes: Sequence[Sequence[int]], backend: str) -> ModelError:
     """A :class:`ModelError` that names what failed where: model, input shapes and backend (OOM called out)."""
-    shape_text = ", ".join("x".join(str(d) for d in s) for s in shapes)
+    where = f"on input {', '.join('x'.join(str(d) for d in s) for s in shapes)}" if shapes else "while loading"
     if isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower():
         why = "the GPU ran out of memory (free memory, use a smaller input or fp16)"
     else:
         why = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-    return ModelError(f"{model}: backend {backend} failed on input {shape_text}: {why}")
+    return ModelError(f"{model}: backend {backend} failed {where}: {why}")
 
 
 class Backend(ABC):
@@ -191,32 +191,25 @@ class OrtBackend(Backend):
     """An ONNX model in ONNX Runtime, with torch tensors in and out.
 
     On the CPU the tensors are shared with numpy without copies. On CUDA, with an ONNX Runtime build that has the
-    CUDA (or TensorRT) execution provider, inputs and outputs are bound to device memory through I/O binding so
+    CUDA execution provider (onnxruntime-gpu), inputs and outputs are bound to device memory through I/O binding so
     the frame never visits the host; a CPU-only ONNX Runtime on a CUDA pipeline works through the host, with a
-    warning at load.
+    warning at load. (TensorRT is its own backend, :mod:`ivfusion_ros.runtime.tensorrt_backend`.)
 
     Args:
         path: the ``.onnx`` file.
-        options: device, precision (fp16 asks the TensorRT provider for fp16; the CUDA provider runs the graph's own
-            precision), thread count and the TensorRT provider's engine cache folder.
-        tensorrt: put the TensorRT execution provider first (``backend: tensorrt`` through ONNX Runtime).
+        options: device and thread count (ONNX Runtime runs the graph in the precision it was exported in).
     """
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, options: BackendOptions, tensorrt: bool = False) -> None:
+    def __init__(self, path: str | Path, options: BackendOptions) -> None:
         from ivfusion_ros.runtime.onnx_session import OnnxModel
 
         self.device = options.device
         self.path = Path(path)
         cuda = self.device.type == "cuda"
-        provider_options = None
-        if cuda and tensorrt:
-            provider_options = {"trt_fp16_enable": options.precision in ("fp16", "auto"),
-                                "trt_engine_cache_enable": True,
-                                "trt_engine_cache_path": str(options.cache_dir)}
         self.model = OnnxModel(self.path, device="cuda" if cuda else "cpu", threads=options.threads,
-                               single_input=False, tensorrt=tensorrt and cuda, tensorrt_options=provider_options)
+                               single_input=False)
         self.input_names = tuple(self.model.input_names)
         self.output_names = tuple(self.model.output_names)
         self._bound = cuda and self.model.on_gpu

@@ -24,7 +24,6 @@ __all__ = ["OnnxModel", "available_providers"]
 _LOG = logging.getLogger(__name__)
 
 _CUDA = "CUDAExecutionProvider"
-_TRT = "TensorrtExecutionProvider"
 _CPU = "CPUExecutionProvider"
 # ONNX Runtime exception class names, and message fragments, that mean "these bytes are not a valid ONNX
 # model". Both are needed: the class for one problem differs across ORT versions (an empty file gives
@@ -61,8 +60,6 @@ class OnnxModel:
         threads: intra-op CPU threads; 0 keeps ONNX Runtime's default (one per physical core).
         single_input: require exactly one input (detectors); ``False`` for models with several named inputs
             (fusion networks), run with :meth:`run_feeds`.
-        tensorrt: with ``device="cuda"``, put ONNX Runtime's TensorRT execution provider first (when this build has
-            it; else a warning and CUDA/CPU), configured by ``tensorrt_options`` (e.g. ``trt_fp16_enable``).
 
     Raises:
         ModelError: the file is missing, is a directory, is corrupt / not an ONNX model, or ONNX Runtime
@@ -70,8 +67,7 @@ class OnnxModel:
         ConfigError: ``device`` is not one of auto, cpu, cuda, or ``threads`` is negative.
     """
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0, single_input: bool = True,
-                 tensorrt: bool = False, tensorrt_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0, single_input: bool = True) -> None:
         self.path = Path(path)
         if device not in _DEVICES:
             raise ConfigError(f"runtime.device: {device!r} is not one of {', '.join(_DEVICES)}")
@@ -86,12 +82,7 @@ class OnnxModel:
             raise ModelError(
                 f"cannot load model {self.path}: the file is corrupt or not an ONNX model (it is empty)"
             )
-        providers: list[Any] = self._pick_providers(device)
-        if tensorrt and device == "cuda":
-            if _TRT in ort.get_available_providers():
-                providers.insert(0, (_TRT, dict(tensorrt_options or {})))
-            else:
-                _LOG.warning("this onnxruntime build has no %s; %s runs on %s", _TRT, self.path, providers[0])
+        providers = self._pick_providers(device)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3  # errors only: ORT's own warnings would bypass the node's logging
@@ -185,8 +176,8 @@ class OnnxModel:
 
     @property
     def on_gpu(self) -> bool:
-        """Whether the session runs on a CUDA-based provider (CUDA or TensorRT)."""
-        return any(p in (_CUDA, _TRT) for p in self._session.get_providers())
+        """Whether the session runs on ONNX Runtime's CUDA provider."""
+        return _CUDA in self._session.get_providers()
 
     # --- inference ---------------------------------------------------------------------------------------
 
