@@ -83,14 +83,9 @@ def _model_only(pipe: Pipeline, variant: str, frame, n: int) -> dict:
         hp, wp = -(-h // m) * m, -(-w // m) * m
         xs = [torch.rand(1, 1, hp, wp, device=dev) for _ in range(4)]
         out["fusion"] = _time(functools.partial(runner, *xs), n, dev)
-    det = pipe.detector
-    det_runner, det_input = getattr(det, "_runner", None), getattr(det, "_input", None)
-    if det_runner is not None and det_input is not None:  # the device path: its backend on its input buffer
-        out["detector"] = _time(functools.partial(det_runner, det_input), n, dev)
-    elif getattr(det, "model", None) is not None and hasattr(det, "input_size"):  # ONNX Runtime on the CPU
-        dw, dh = det.input_size
-        dtype = np.float16 if "float16" in det.model.input_type else np.float32
-        out["detector"] = _time(functools.partial(det.model.run, np.full((1, 3, dh, dw), 0.45, dtype)), n, dev)
+    network_only = getattr(pipe.detector, "network_only", None)
+    if network_only is not None:
+        out["detector"] = _time(network_only(), n, dev)
     return out
 
 

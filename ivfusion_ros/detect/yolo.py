@@ -16,8 +16,10 @@ tensorrt, a TorchScript file (e.g. Ultralytics' ``format=torchscript`` export) f
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -346,6 +348,15 @@ class YoloDetector(Detector):
         rows = tensor_ops.select(dense, cfg.max_detections)
         return Detections(rows[:, :4].astype(np.float32), rows[:, 4].astype(np.float32),
                           rows[:, 5].astype(np.int64), self._names)
+
+    def network_only(self) -> Callable[[], object]:
+        """A call of the network alone on an input of its size, the way :meth:`detect` runs it (the backend on the
+        device input buffer, or the ONNX Runtime session on a host blob): for model-only timings."""
+        if self._runner is not None and self._input is not None:
+            return functools.partial(self._runner, self._input)
+        assert self.model is not None
+        blob = np.full((1, 3, self._input_h, self._input_w), 0.45, np.float16 if self._half is not None else np.float32)
+        return functools.partial(self.model.run, blob)
 
     def describe(self) -> str:
         if self._runner is not None:
