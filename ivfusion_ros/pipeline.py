@@ -153,8 +153,7 @@ class Pipeline:
         cuda = device.type == "cuda"
         if self._io_device != device:
             self._upload = HostToDevice(device) if cuda else None
-            self._thermal_dev = DeviceThermalNormalizer(self.thermal) if cuda else None
-            self._no_range = torch.full((2,), torch.nan, dtype=torch.float64, device=device)  # AGC before frame 1
+            self._thermal_dev = DeviceThermalNormalizer(self.thermal, device) if cuda else None
             self._io_device = device
         self._graphs = StageGraphs(cuda and self.config.runtime.cuda_graphs)
 
@@ -284,8 +283,7 @@ class Pipeline:
             ir_t, new_state = agc.decode(th, state)
             return ir_t, decode_rgb_at_output_size(raw), new_state
 
-        state = agc.range if agc.range is not None else self._no_range
-        ir_t, vis_t, agc.range = self._graphs.run("preprocess", decode, th_dev, rgb_dev, state,
+        ir_t, vis_t, agc.range = self._graphs.run("preprocess", decode, th_dev, rgb_dev, agc.state,
                                                   key=(thermal_encoding, rgb_encoding, out_wh))
         return ir_t, vis_t, rgb_wh, out_wh
 

@@ -74,12 +74,18 @@ class DeviceThermalNormalizer:
     invalid-pixel count back.
     """
 
-    def __init__(self, host: ThermalNormalizer) -> None:
+    def __init__(self, host: ThermalNormalizer, device: torch.device | str) -> None:
         self.host = host  # config, and the invalid-pixel share the status message reads
         self.range: torch.Tensor | None = None  # smoothed (lo, hi), float64
+        self._no_range = torch.full((2,), torch.nan, dtype=torch.float64, device=device)  # before the first frame
 
     def reset(self) -> None:
         self.range = None
+
+    @property
+    def state(self) -> torch.Tensor:
+        """The smoothed range to continue from (NaN before the first frame), an input of :meth:`decode`."""
+        return self.range if self.range is not None else self._no_range
 
     def __call__(self, raw: torch.Tensor, encoding: str) -> torch.Tensor:
         """Raw thermal ``(H, W)`` on the device -> float32 ``(1, 1, H, W)`` intensity in [0, 1]; updates the state."""
@@ -92,9 +98,7 @@ class DeviceThermalNormalizer:
                 raise InputError("thermal image has no finite pixels (all NaN/inf)", reason="nan")
             if n_bad == 0:
                 finite = None
-        state = self.range if self.range is not None else torch.full((2,), torch.nan, dtype=torch.float64,
-                                                                     device=raw.device)
-        out, self.range = self.decode(raw, state, finite)
+        out, self.range = self.decode(raw, self.state, finite)
         return out
 
     def decode(self, raw: torch.Tensor, state: torch.Tensor, finite: torch.Tensor | None = None

@@ -31,7 +31,7 @@ def test_thermal_gain_control_matches_the_host_over_frames(device, agc, encoding
     cfg = ThermalConfig(agc=agc, fixed_min=29000.0 if encoding == "mono16" else 280.0,
                         fixed_max=30500.0 if encoding == "mono16" else 320.0, agc_smoothing=0.8)
     host, dev_host = ThermalNormalizer(cfg), ThermalNormalizer(cfg)
-    dev = DeviceThermalNormalizer(dev_host)
+    dev = DeviceThermalNormalizer(dev_host, device)
     rng = np.random.default_rng(0)
     for _ in range(4):  # the smoothed range is state: it must evolve the same way
         img = _thermal(encoding, rng)
@@ -43,11 +43,11 @@ def test_thermal_gain_control_matches_the_host_over_frames(device, agc, encoding
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_thermal_all_nan_is_refused_and_invert_applies(device) -> None:
-    dev = DeviceThermalNormalizer(ThermalNormalizer(ThermalConfig()))
+    dev = DeviceThermalNormalizer(ThermalNormalizer(ThermalConfig()), device)
     with pytest.raises(InputError, match="no finite pixels") as err:
         dev(torch.full((8, 8), float("nan"), device=device), "32FC1")
     assert err.value.reason == "nan"
-    inv = DeviceThermalNormalizer(ThermalNormalizer(ThermalConfig(invert=True)))
+    inv = DeviceThermalNormalizer(ThermalNormalizer(ThermalConfig(invert=True)), device)
     img = np.arange(64, dtype=np.uint8).reshape(8, 8)
     got = inv(torch.from_numpy(img).to(device), "mono8")[0, 0].cpu().numpy()
     np.testing.assert_allclose(got, 1.0 - img / 255.0, atol=1e-6)
