@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_yolo_models import GRAY, LAYOUTS, NAMES, NET_H, NET_W, expected_detections, make_module
+from tiny_yolo_models import LAYOUTS, NAMES, NET_H, NET_W, expected_detections, make_module
 
 from ivfusion_ros.config import DetectorConfig, RuntimeConfig
 from ivfusion_ros.detect import tensor_ops
@@ -189,7 +189,3 @@ def test_cuda_tensor_path_matches_the_cpu(scripted, tiny_models, precision) -> N
         np.testing.assert_array_equal(gpu.class_ids, cpu.class_ids)
         np.testing.assert_allclose(gpu.boxes, cpu.boxes, atol=0.5)
         np.testing.assert_allclose(gpu.scores, cpu.scores, atol=5e-3 if precision == "fp16" else 2e-3)
-
-
-def test_gray_constant_is_the_pad_value() -> None:
-    assert GRAY == 114  # the tests above rely on a uniform pad-valued image having mean exactly 114/255
