@@ -46,13 +46,17 @@ def to8(img: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 def hog_people(gray: np.ndarray) -> np.ndarray:
     """OpenCV's default people detector, boxes x1y1x2y2 shrunk to the person inside the 64x128 window
-    (the margins used by OpenCV's peopledetect sample: 10 % left/right, 7 % top, 13 % bottom)."""
+    (the package's measured margins, ``WINDOW_MARGIN``)."""
+    from ivfusion_ros.detect.hog import WINDOW_MARGIN
+
+    ml, mt, mr, mb = WINDOW_MARGIN
+
     hog = cv2.HOGDescriptor()
     hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
     rects, _ = hog.detectMultiScale(gray, winStride=(8, 8), padding=(8, 8), scale=1.05)
     r = np.asarray(rects, np.float32).reshape(-1, 4)
-    return np.stack([r[:, 0] + 0.1 * r[:, 2], r[:, 1] + 0.07 * r[:, 3],
-                     r[:, 0] + 0.9 * r[:, 2], r[:, 1] + 0.87 * r[:, 3]], axis=1)
+    return np.stack([r[:, 0] + ml * r[:, 2], r[:, 1] + mt * r[:, 3],
+                     r[:, 0] + (1 - mr) * r[:, 2], r[:, 1] + (1 - mb) * r[:, 3]], axis=1)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -80,7 +80,7 @@ def test_downscale_scaling_back_nms_and_score_filter() -> None:
     # second window overlaps the first (IoU 0.8): removed; the last is below score_threshold.
     # Windows shrink to the person inside (WINDOW_MARGIN) and scale back by 2.
     def person(x, y):
-        return [2 * (x + 6.4), 2 * (y + 0.07 * 128), 2 * (x + 57.6), 2 * (y + 0.87 * 128)]
+        return [2 * (x + 0.24 * 64), 2 * (y + 0.12 * 128), 2 * (x + 0.76 * 64), 2 * (y + 0.85 * 128)]
 
     np.testing.assert_allclose(result.boxes, [person(100, 50), person(400, 300)], rtol=1e-5)
     np.testing.assert_allclose(result.scores, margin_to_score(np.array([2.0, 0.8])))
@@ -90,9 +90,9 @@ def test_downscale_scaling_back_nms_and_score_filter() -> None:
 
 def test_boxes_clipped_and_max_detections() -> None:
     det = HogPeopleDetector(DetectorConfig(type="hog", max_detections=1))
-    det._hog = _FakeHog(np.array([[-8, 300, 64, 128], [200, 0, 64, 128]]), np.array([1.0, 0.5]))  # type: ignore[assignment]
+    det._hog = _FakeHog(np.array([[-20, 300, 64, 128], [200, 0, 64, 128]]), np.array([1.0, 0.5]))  # type: ignore[assignment]
     result = det.detect(np.zeros((400, 300, 3), np.uint8))
-    np.testing.assert_allclose(result.boxes, [[0, 300 + 0.07 * 128, -8 + 0.9 * 64, 400]], rtol=1e-5)
+    np.testing.assert_allclose(result.boxes, [[0, 300 + 0.12 * 128, -20 + 0.76 * 64, 400]], rtol=1e-5)
 
 
 def test_hog_finds_rendered_pedestrians_in_thermal() -> None:
