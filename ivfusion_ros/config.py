@@ -190,7 +190,7 @@ class DetectorConfig:
     type: str = param(
         "hog",
         "Detector: hog (OpenCV people detector, no weights), yolo (an ONNX model), or none.",
-        choices=("hog", "yolo", "none"),
+        choices=("ivdet", "hog", "yolo", "none"),
         runtime=False,
     )
     model: str = param(

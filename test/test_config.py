@@ -59,7 +59,7 @@ def test_wildcard_node_name(tmp_path: Path) -> None:
          r"unknown parameter 'fusion.varient' \(did you mean fusion.variant\?\)"),
         ("n:\n  ros__parameters:\n    fusion: {levels: 2.5}\n", "fusion.levels: expected an integer"),
         ("n:\n  ros__parameters:\n    fusion: {levels: 0}\n", "fusion.levels: 0 is below the minimum 1"),
-        ("n:\n  ros__parameters:\n    detector: {type: ssd}\n", "detector.type: 'ssd' is not one of hog"),
+        ("n:\n  ros__parameters:\n    detector: {type: ssd}\n", "detector.type: 'ssd' is not one of ivdet"),
         ("n:\n  ros__parameters:\n    thermal: {invert: 1}\n", "thermal.invert: expected true or false"),
         ("n:\n  ros__parameters:\n    registration: {homography: [1, 0, 0]}\n",
          "registration.homography: expected 9 numbers"),

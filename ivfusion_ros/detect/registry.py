@@ -27,6 +27,7 @@ F = TypeVar("F", bound=DetectorFactory)
 
 _BUILTINS: dict[str, str] = {
     "hog": "ivfusion_ros.detect.hog",
+    "ivdet": "ivfusion_ros.detect.ivdet",
     "none": "ivfusion_ros.detect.null",
     "yolo": "ivfusion_ros.detect.yolo",
 }

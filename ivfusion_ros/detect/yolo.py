@@ -133,7 +133,7 @@ class YoloDetector(Detector):
         self._runner: Backend | None = None
         self._meta: dict[str, str] = {}
         if cfg.backend == "torch":
-            self._runner, shape = self._load_torchscript(cfg.model, options)
+            self._runner, shape = self._load_torch(cfg.model, options)
             in_type = "tensor(float)"
         elif cfg.backend == "onnxruntime" and self.device.type == "cuda":
             ort_backend = OrtBackend(cfg.model, options)
@@ -184,8 +184,9 @@ class YoloDetector(Detector):
             out = self._runner(self._input)[0]
             self._settle_layout(tuple(out.shape))
 
-    def _load_torchscript(self, model: str, options: BackendOptions) -> tuple[Backend, tuple[int | None, ...]]:
-        """A TorchScript YOLO and its input shape (Ultralytics ``format=torchscript`` stores its class names and
+    def _load_torch(self, model: str, options: BackendOptions) -> tuple[Backend, tuple[int | None, ...]]:
+        """The torch backend's network and its input shape: here a TorchScript YOLO (subclasses load their own
+        checkpoints). Ultralytics ``format=torchscript`` stores its class names and
         ``imgsz = [h, w]`` in the extra file ``config.txt``; without them the shape is dynamic)."""
         path = Path(model)
         if not path.is_file():

@@ -258,7 +258,7 @@ def test_parameters_validated_and_applied_between_frames(harness: Harness) -> No
     assert harness.node.cfg.fusion.levels == 4
 
     (r,) = harness.set_parameters(**{"detector.type": "ssd"})
-    assert not r.successful and "not one of hog, yolo, none" in r.reason
+    assert not r.successful and "not one of ivdet, hog, yolo, none" in r.reason
 
     (r,) = harness.set_parameters(**{"illumination.night_threshold": 0.9})
     assert not r.successful and "must be below illumination.day_threshold" in r.reason

@@ -129,7 +129,7 @@ def test_plan_change_classifies_changes() -> None:
     ("values", "match"),
     [
         ({"fusion.levels": 99}, "fusion.levels: 99 is above the maximum 8"),
-        ({"detector.type": "ssd"}, "detector.type: 'ssd' is not one of hog, yolo, none"),
+        ({"detector.type": "ssd"}, "detector.type: 'ssd' is not one of ivdet, hog, yolo, none"),
         ({"illumination.night_threshold": 0.5}, "must be below illumination.day_threshold"),
         ({"registration.homography": [1.0, 0.0]}, "expected 9 numbers"),
         ({"fusion.varient": "max"}, "did you mean fusion.variant"),

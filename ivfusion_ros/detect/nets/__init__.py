@@ -1,0 +1,1 @@
+"""Detector networks of the package (architectures; weights live in ``detect/weights``)."""
