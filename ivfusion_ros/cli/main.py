@@ -398,6 +398,44 @@ def export_cmd(
     run_export(variant, out, weights=weights, fmt=fmt, opset=opset, exporter=exporter, check=check, console=console)
 
 
+@app.command("train-detector")
+@handle_errors
+def train_detector_cmd(
+    data: Path = typer.Option(..., "--data", help="Data file (YAML): classes, train and val data sets with their "
+                                                  "inputs (fused, ir, vis); see scripts/prepare_msrs.py."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: last.pt, metrics.csv, best.pt, best.onnx."),
+    init: str = typer.Option("", "--init", help="Starting weights: a detector .pt, or a YOLOX-nano .onnx export "
+                                                "(e.g. the COCO yolox_nano.onnx); '' = random."),
+    init_class_ids: str = typer.Option("0,1,2", "--init-class-ids",
+                                       help="Class channels of an .onnx init kept, in the data's class order."),
+    epochs: int = typer.Option(30, "--epochs", "-e", min=1, help="Total epochs (a resumed run continues to this)."),
+    batch: int = typer.Option(16, "--batch", "-b", min=1, help="Batch size."),
+    lr: float = typer.Option(5e-4, "--lr", help="Peak AdamW learning rate (warm-up, then cosine)."),
+    warmup_steps: int = typer.Option(300, "--warmup-steps", min=0, help="Linear warm-up steps."),
+    input_size: str = typer.Option("416x320", "--input-size", help="Network input WxH (multiples of 32)."),
+    mosaic: float = typer.Option(0.5, "--mosaic", min=0.0, max=1.0, help="Probability of a 4-image mosaic."),
+    limit: int = typer.Option(0, "--limit", min=0, help="At most N images per data set (0: all)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the augmentation."),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue from a last.pt checkpoint."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    threads: int = typer.Option(2, "--threads", min=0, help="CPU threads for torch (0: torch's default)."),
+) -> None:
+    """Fine-tune the package's detector (YOLOX-nano) on labelled fused / thermal / visible images."""
+    import sys
+
+    from ivfusion_ros.cli.train_detector import parse_size, run_train_detector
+    from ivfusion_ros.train.detector_trainer import DetectorTrainConfig
+
+    try:
+        ids = [int(v) for v in init_class_ids.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--init-class-ids expects comma-separated integers, got {init_class_ids!r}") from None
+    cfg = DetectorTrainConfig(data=str(data), out=str(out), init=init, init_class_ids=ids, epochs=epochs, batch=batch,
+                              lr=lr, warmup_steps=warmup_steps, input_size=parse_size(input_size), mosaic=mosaic,
+                              limit=limit, seed=seed, device=device, threads=threads)
+    run_train_detector(cfg, resume, sys.argv[2:] if len(sys.argv) > 2 else [], console)
+
+
 @app.command("bench")
 @handle_errors
 def bench_cmd(
