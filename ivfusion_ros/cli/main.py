@@ -340,12 +340,22 @@ def train_cmd(
                                                  "minilm or clip:MODEL:WEIGHTS (embeddings cached in the weights)."),
     prompts: list[str] | None = typer.Option(None, "--prompt", help="Text-guided nets: a prompt (repeat the "
                                                                     "option for several; default: the net's)."),
-    bilevel: bool = typer.Option(False, "--bilevel", help="Alternate detection-head and fusion updates (t2p's "
-                                                          "bilevel training; needs labelled pairs)."),
-    labels: str | None = typer.Option(None, "--labels", help="With --bilevel: YOLO/VOC/COCO labels (default: each "
-                                                             "data set's labels/)."),
-    det_weight: float = typer.Option(0.1, "--det-weight", min=0.0, help="With --bilevel: weight of the detection "
-                                                                        "loss in the fusion update."),
+    bilevel: bool = typer.Option(False, "--bilevel", help="Alternate lower-level detector and fusion updates "
+                                                          "(t2p's bilevel training; needs labelled pairs; the "
+                                                          "detector is --guide-detector)."),
+    guide_detector: Path | None = typer.Option(
+        None, "--guide-detector",
+        help="Detector weights .pt (YOLOX-nano from `ivfusion train-detector`; the shipped one is "
+             "ivfusion_ros/detect/weights/ivdet-n.pt). amfusion: DSFM attends to its backbone (saved in the "
+             "weights); tsjnet: its detection loss drives the fusion (needs labels, as --bilevel); with "
+             "--bilevel: the lower-level detector (default there: the shipped one)."),
+    labels: str | None = typer.Option(None, "--labels", help="With --bilevel or a tsjnet --guide-detector: "
+                                                             "YOLO/VOC/COCO labels (default: each data set's "
+                                                             "labels/)."),
+    det_weight: float = typer.Option(0.1, "--det-weight", min=0.0, help="Weight of the detection loss in the "
+                                                                        "fusion update (--bilevel; tsjnet with "
+                                                                        "--guide-detector unless --loss sets "
+                                                                        "detection=)."),
 ) -> None:
     """Train a fusion network on image pairs (unsupervised) and write its weights with a training record."""
     import sys
@@ -366,18 +376,27 @@ def train_cmd(
         cfg.net["prompts"] = list(prompts)
     if bilevel and resume is not None:
         raise ConfigError("--bilevel runs cannot be resumed (--resume is for the plain training)")
+    if guide_detector is not None and resume is not None:
+        raise ConfigError("--guide-detector with --resume: the checkpoint names its detector; give only --resume")
     if resume is None:  # fail before reading data on an unknown network or loss term, or a CLIP loss without CLIP
         from ivfusion_ros.fusion.nets import ldfusion_loss
         from ivfusion_ros.fusion.nets.losses import create_loss
         from ivfusion_ros.fusion.nets.registry import net_info
 
+        if guide_detector is not None:
+            from ivfusion_ros.train.trainer import check_detector_use
+
+            cfg.guide_detector = str(guide_detector)
+            if check_detector_use(variant, bilevel) == "tsjnet" and not bilevel:
+                cfg.loss.setdefault("detection", det_weight)
+        cfg.labels = labels
         weights = create_loss(net_info(variant).family, **cfg.loss).weights
         if ldfusion_loss.uses_clip(weights) and not clip_weights:
             ldfusion_loss.load_clip(clip_model, "")  # raises the error that says what LDFusion training needs
     from ivfusion_ros.train.bilevel import BilevelConfig
 
     run_train(cfg, resume, sys.argv[2:] if len(sys.argv) > 2 else [], console,
-              bilevel=BilevelConfig(labels=labels, det_weight=det_weight) if bilevel else None)
+              bilevel=BilevelConfig(det_weight=det_weight) if bilevel else None)
 
 
 @app.command("export")

@@ -46,7 +46,8 @@ def parse_prompts(items: list[str] | None) -> dict[str, str]:
 
 def run_train(cfg: TrainConfig, resume: Path | None, argv: list[str], console: Console,
               bilevel: BilevelConfig | None = None) -> TrainResult:
-    """Train, printing one line per epoch and the files written; ``bilevel`` selects the bilevel training."""
+    """Train, printing one line per epoch and the files written; ``bilevel`` selects the bilevel training (its
+    second file is the fine-tuned lower-level detector, the plain training's the resumable checkpoint)."""
     cfg.command = shlex.join(["ivfusion", "train", *argv])
     with progress_bar(console, f"train {cfg.variant}") as update:
         if bilevel is not None:
@@ -54,6 +55,6 @@ def run_train(cfg: TrainConfig, resume: Path | None, argv: list[str], console: C
         else:
             result = train(cfg, resume=resume, progress=update, log=console.print)
     console.print(f"{result.epochs} epochs, {result.steps} steps in {result.seconds:.0f} s")
-    second = "detection head" if bilevel is not None else "checkpoint"
+    second = "fine-tuned detector" if bilevel is not None else "checkpoint"
     console.print(f"weights: {result.weights}\n{second}: {result.checkpoint}\nmetrics: {result.csv}")
     return result

@@ -118,7 +118,8 @@ class LearnedFuser(LuminanceFuser):
         weights: the weights file in use.
         header: its metadata (variant, config, training record).
         multiple: frame sizes are padded to multiples of this.
-        guidance: ``"self-guided"`` (the shipped networks carry no detector backbone).
+        guidance: ``"detector-guided"`` when DSFM attends to a detector's features (``--guide-detector``), else
+            ``"self-guided"``.
         backend: the backend's name.
     """
 
@@ -139,7 +140,7 @@ class LearnedFuser(LuminanceFuser):
             self.header: WeightsFile = read_onnx_header(self.weights, families=(self.name,))
             onnx_path = self.weights
             self.multiple = int(create_net(self.header.variant, **self.header.config).multiple)
-            self.guidance = "self-guided"
+            self.guidance = "detector-guided" if self.header.config.get("guide") else "self-guided"
             backend = cfg.backend if cfg.backend != "torch" else "onnxruntime"
         else:
             self.header = load_weights(self.weights, families=(self.name,))

@@ -134,9 +134,6 @@ def export_onnx(net: nn.Module, path: str | Path, *, meta: dict[str, Any] | None
         raise ConfigError(f"--opset {opset}: fusion networks need opset 17 or newer")
     if exporter not in EXPORTERS:
         raise ConfigError(f"--exporter {exporter!r} is not one of {', '.join(EXPORTERS)}")
-    if getattr(net, "guide", None) is not None:
-        raise ModelError(f"{net.variant}: networks with a detector guide module are exported without it; "
-                         "build the network without the guide first")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = net.eval()

@@ -7,335 +7,214 @@ level, judged by its fusion loss *and* by how well the fitted detector does on i
     min_phi  L_fus(N_phi) + lambda L_det(D_theta*(phi), N_phi(ir, vis))
     s.t.     theta*(phi) = argmin_theta L_det(D_theta, N_phi(ir, vis))
 
+``D`` is the package's own detector (YOLOX-nano, :mod:`ivfusion_ros.detect.nets.yolox`) loaded from a detector
+weights file (``--guide-detector``; default the shipped ``detect/weights/ivdet-n.pt``), and ``L_det`` its own
+training loss (:class:`~ivfusion_ros.detect.nets.yolox_loss.DetectionLoss`: SimOTA assignment, IoU, objectness
+and class terms) on the fused luminance (:class:`~ivfusion_ros.train.fused_detection.FusedDetectionLoss`).
 Solved, as usual, by alternating first-order updates per step (:func:`bilevel_step`), from one forward pass of
 the fusion network (so the codebook's EMA update happens once per step):
 
-1. **inner** (:func:`inner_step`): ``inner_steps`` updates of the detection head on the *detached* fused image;
-   only ``theta`` changes.
-2. **outer** (:func:`outer_step`): the head is frozen (``requires_grad`` off) and ``phi`` takes one step on
+1. **inner** (:func:`inner_step`): ``inner_steps`` updates of the detector on the *detached* fused image; only
+   ``theta`` changes. By default only the detector's head is tuned (:attr:`BilevelConfig.tune`): a few hundred
+   fused crops per epoch adapt the decision layers to fused images without eroding the backbone's pretrained
+   features on tiny batches; ``tune="all"`` fits the whole detector.
+2. **outer** (:func:`outer_step`): the detector is frozen (``requires_grad`` off) and ``phi`` takes one step on
    ``L_fus + lambda L_det``; only ``phi`` changes. The gradient of ``L_det`` w.r.t. ``phi`` flows through the
-   fused image into the fusion network: detection tells fusion which structure matters.
+   whole detector and the fused image into the fusion network: detection tells fusion which structure matters.
 
-The detector is deliberately tiny (:class:`TinyDetHead`, a centre-heatmap head at stride 4 for ``person`` and
-``vehicle``, CenterNet style): it exists to give the fusion network a detection signal during training and is
-saved beside the weights (``det_head.pt``) for inspection, not shipped for inference.
-
-Detection loss (:func:`detection_loss`), ``p = sigmoid(heat logits)``, ``Y`` the Gaussian centre heatmap (1 at
-object centres), ``Npos`` the number of centres (at least 1):
-
-* focal term ``-1/Npos sum[ Y=1: (1 - p)^2 log p ; else: (1 - Y)^4 p^2 log(1 - p) ]``: dense heatmaps have
-  vastly more background than centres; the focal weights and the ``(1 - Y)^4`` penalty reduction near centres
-  keep the background from drowning the objects.
-* size term ``0.1/Npos sum_centres |s - log(box size / stride)|`` (width and height): a box, not only a point.
-
-Only samples whose pair has a label file count (the others have no ground truth, not "no objects").
-Labels are the data sets' own (``DATASET/labels``, as ``ivfusion eval`` reads them) or ``--labels``; class names
-map to ``person`` and ``vehicle`` (car, bicycle, bus, truck, motorcycle, ...); other classes are ignored.
+The fine-tuned detector is saved beside the fusion weights as a detector weights file (``detector.pt``, the
+format ``detector.type: ivdet`` loads), with the classes of the file it started from. Label classes map onto
+the detector's by name; a class it does not have is an error. Only samples whose pair has a label file count
+(the others have no ground truth, not "no objects"). Labels are the data sets' own (``DATASET/labels``, as
+``ivfusion eval`` reads them) or ``--labels``. An AMFusion network trained this way is also DSFM-guided by the
+same detector file (a frozen copy of its backbone taken before any fine-tuning, see
+:class:`~ivfusion_ros.fusion.nets.amfusion.DetectorGuide`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ivfusion_ros.config import IlluminationConfig
 from ivfusion_ros.core.illumination import IlluminationEstimator
-from ivfusion_ros.errors import ConfigError
-from ivfusion_ros.eval.dataset import open_datasets
+from ivfusion_ros.detect.nets.yolox import YoloxNano
+from ivfusion_ros.errors import ConfigError, ModelError
 from ivfusion_ros.fusion.nets.losses import FusionLoss, create_loss
-from ivfusion_ros.fusion.nets.registry import create_net
 from ivfusion_ros.fusion.nets.weights import save_weights
-from ivfusion_ros.io.images import read_thermal, read_visible
 from ivfusion_ros.runtime.device import resolve_device
-from ivfusion_ros.train.data import Pair, _decode
+from ivfusion_ros.train.fused_detection import (
+    Boxes,
+    FusedDetectionLoss,
+    LabelledPair,
+    LabelledPairs,
+    Targets,
+    detector_record,
+    load_guide_detector,
+    load_labelled_pairs,
+    to_targets,
+)
 from ivfusion_ros.train.trainer import (
     TrainConfig,
     TrainResult,
     _cosine,
     _maps,
     _write_csv,
+    build_net,
     csv_columns,
     epoch_row,
     training_record,
 )
 
-__all__ = ["DET_CLASSES", "BilevelConfig", "LabelledPair", "LabelledPairs", "TinyDetHead", "bilevel_step",
-           "detection_loss", "detection_targets", "inner_step", "load_labelled_pairs", "outer_step",
-           "train_bilevel"]
+__all__ = ["TUNE", "BilevelConfig", "LabelledPair", "LabelledPairs", "bilevel_step", "inner_step",
+           "load_labelled_pairs", "outer_step", "train_bilevel", "tuned_parameters"]
 
-#: Classes of the detection head; data set class names map onto them (:data:`CLASS_MAP`).
-DET_CLASSES = ("person", "vehicle")
-CLASS_MAP = {"person": 0, "pedestrian": 0, "people": 0, "car": 1, "bicycle": 1, "bike": 1, "bus": 1, "truck": 1,
-             "motorcycle": 1, "motorbike": 1, "motor": 1, "van": 1, "vehicle": 1}
-
-Boxes = list[tuple[np.ndarray, np.ndarray]]  # per sample: (N, 4) x1 y1 x2 y2 pixels, (N,) class index
+#: What the lower level fits: the detector's head, or all of it.
+TUNE = ("head", "all")
 
 
-class TinyDetHead(nn.Module):
-    """Centre-heatmap detector on a fused luminance image; ``forward(img (B, 1, H, W)) -> (heat, size)``.
+def tuned_parameters(detector: YoloxNano, tune: str = "head") -> list[nn.Parameter]:
+    """The detector parameters the lower level fits (:data:`TUNE`); the others stay frozen."""
+    if tune not in TUNE:
+        raise ConfigError(f"bilevel: tune must be one of {', '.join(TUNE)}, got {tune!r}")
+    detector.requires_grad_(tune == "all")
+    params = list(detector.parameters() if tune == "all" else detector.head.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    return params
 
-    ``heat (B, C, H/4, W/4)`` are logits of object centres per class, ``size (B, 2, H/4, W/4)`` the log width and
-    height of the box in stride units. The heat bias starts at ``log(0.01 / 0.99)`` (focal-loss prior), so the
-    first steps do not spend themselves on suppressing the background.
+
+def inner_step(det: FusedDetectionLoss, opt_det: torch.optim.Optimizer, fused: torch.Tensor, targets: Targets,
+               labelled: torch.Tensor) -> float:
+    """Lower level: one update of the detector on the fused image, which is detached (fusion untouched).
+
+    A batch without labelled samples has nothing to fit: no update, loss 0.
     """
-
-    stride = 4
-
-    def __init__(self, width: int = 16, classes: int = len(DET_CLASSES)) -> None:
-        super().__init__()
-
-        def conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.1, inplace=True))
-
-        self.body = nn.Sequential(conv(1, width, 2), conv(width, width), conv(width, 2 * width, 2),
-                                  conv(2 * width, 2 * width), conv(2 * width, 2 * width))
-        self.heat = nn.Conv2d(2 * width, classes, 1)
-        self.size = nn.Conv2d(2 * width, 2, 1)
-        nn.init.constant_(self.heat.bias, math.log(0.01 / 0.99))
-
-    def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.body(img)
-        return self.heat(f), self.size(f)
-
-
-def detection_targets(boxes: Boxes, classes: int, h: int, w: int, stride: int = TinyDetHead.stride
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Heatmap ``(B, C, h, w)``, size ``(B, 2, h, w)`` and centre mask ``(B, 1, h, w)`` targets at stride ``stride``.
-
-    Each box puts a Gaussian (sigma = 1/6 of its larger side in cells, at least 0.7) at its centre cell, with
-    value exactly 1 there; overlapping Gaussians take the maximum.
-    """
-    b = len(boxes)
-    heat = np.zeros((b, classes, h, w), np.float32)
-    size = np.zeros((b, 2, h, w), np.float32)
-    mask = np.zeros((b, 1, h, w), np.float32)
-    yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    for i, (bx, cl) in enumerate(boxes):
-        for (x1, y1, x2, y2), c in zip(bx, cl):
-            bw, bh = (x2 - x1) / stride, (y2 - y1) / stride
-            cx = min(max(int((x1 + x2) / 2 / stride), 0), w - 1)
-            cy = min(max(int((y1 + y2) / 2 / stride), 0), h - 1)
-            sigma = max(0.7, max(bw, bh) / 6.0)
-            g = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma * sigma))
-            heat[i, c] = np.maximum(heat[i, c], g)
-            size[i, :, cy, cx] = np.log(max(bw, 1e-2)), np.log(max(bh, 1e-2))
-            mask[i, 0, cy, cx] = 1.0
-    return torch.from_numpy(heat), torch.from_numpy(size), torch.from_numpy(mask)
-
-
-def detection_loss(heat_logits: torch.Tensor, size_pred: torch.Tensor,
-                   targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor], labelled: torch.Tensor,
-                   size_weight: float = 0.1) -> torch.Tensor:
-    """Focal heatmap loss plus ``size_weight`` x L1 size loss (formulas in the module docstring).
-
-    ``labelled (B,)`` bool: samples without ground truth contribute nothing (a batch of only those gives 0).
-    """
-    heat_t, size_t, mask = (t.to(heat_logits) for t in targets)
-    keep = labelled.to(heat_logits).reshape(-1, 1, 1, 1)
-    logp, log1mp = F.logsigmoid(heat_logits), F.logsigmoid(-heat_logits)
-    p = torch.sigmoid(heat_logits)
-    pos = (heat_t >= 1.0).to(heat_logits)
-    focal = pos * (1 - p) ** 2 * logp + (1 - pos) * (1 - heat_t) ** 4 * p**2 * log1mp
-    n_pos = (pos * keep).sum().clamp_min(1.0)
-    size = (mask * keep * (size_pred - size_t).abs()).sum()
-    return -(focal * keep).sum() / n_pos + size_weight * size / n_pos
-
-
-def inner_step(head: nn.Module, opt_head: torch.optim.Optimizer, fused: torch.Tensor,
-               targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor], labelled: torch.Tensor) -> float:
-    """Lower level: one update of the detection head on the fused image, which is detached (fusion untouched)."""
-    loss = detection_loss(*head(fused.detach()), targets, labelled)
-    opt_head.zero_grad(set_to_none=True)
+    if not bool(labelled.any()):
+        return 0.0
+    loss, _ = det(fused.detach(), targets, labelled)
+    opt_det.zero_grad(set_to_none=True)
     loss.backward()
-    opt_head.step()
+    opt_det.step()
     return float(loss.detach())
 
 
-def outer_step(head: nn.Module, opt_net: torch.optim.Optimizer, fused: torch.Tensor, fusion_loss: torch.Tensor,
-               targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor], labelled: torch.Tensor,
+def outer_step(det: FusedDetectionLoss, opt_net: torch.optim.Optimizer, fused: torch.Tensor,
+               fusion_loss: torch.Tensor, targets: Targets, labelled: torch.Tensor,
                det_weight: float) -> tuple[torch.Tensor, float]:
-    """Upper level: the fusion network's update on ``fusion_loss + det_weight L_det`` with the head frozen.
+    """Upper level: the fusion network's update on ``fusion_loss + det_weight L_det`` with the detector frozen.
 
-    Returns ``(total loss, detection loss)``. The head's ``requires_grad`` is restored afterwards.
+    Returns ``(total loss, detection loss)``. The detector's ``requires_grad`` flags are restored afterwards.
     """
-    flags = [p.requires_grad for p in head.parameters()]
-    head.requires_grad_(False)
+    params = list(det.detector.parameters())
+    flags = [p.requires_grad for p in params]
+    det.detector.requires_grad_(False)
     try:
-        det = detection_loss(*head(fused), targets, labelled)
-        total = fusion_loss + det_weight * det
+        loss, _ = det(fused, targets, labelled)
+        total = fusion_loss + det_weight * loss
         opt_net.zero_grad(set_to_none=True)
         total.backward()
         opt_net.step()
     finally:
-        for p, f in zip(head.parameters(), flags):
+        for p, f in zip(params, flags):
             p.requires_grad_(f)
-    return total, float(det.detach())
+    return total, float(loss.detach())
 
 
-def bilevel_step(net: nn.Module, head: nn.Module, opt_net: torch.optim.Optimizer, opt_head: torch.optim.Optimizer,
-                 loss_fn: FusionLoss, ir: torch.Tensor, vis: torch.Tensor, illum: torch.Tensor, glare: torch.Tensor,
-                 boxes: Boxes, labelled: torch.Tensor, det_weight: float = 0.1, inner_steps: int = 1
-                 ) -> dict[str, float]:
-    """One bilevel step: fuse once, ``inner_steps`` head updates, then one fusion update (see the module doc).
+def bilevel_step(net: nn.Module, det: FusedDetectionLoss, opt_net: torch.optim.Optimizer,
+                 opt_det: torch.optim.Optimizer, loss_fn: FusionLoss, ir: torch.Tensor, vis: torch.Tensor,
+                 illum: torch.Tensor, glare: torch.Tensor, boxes: Boxes, labelled: torch.Tensor,
+                 det_weight: float = 0.1, inner_steps: int = 1) -> dict[str, float]:
+    """One bilevel step: fuse once, ``inner_steps`` detector updates, then one fusion update (see the module doc).
 
     Returns the logged values: ``loss`` (upper-level total), the fusion terms, ``detection`` (upper level) and
-    ``det_inner`` (the head's loss before its last update).
+    ``det_inner`` (the detector's loss before its last update).
     """
     fused = net(ir, vis, illum, glare)
-    hm = (fused.shape[-2] + TinyDetHead.stride - 1) // TinyDetHead.stride
-    wm = (fused.shape[-1] + TinyDetHead.stride - 1) // TinyDetHead.stride
-    targets = tuple(t.to(fused.device) for t in detection_targets(boxes, len(DET_CLASSES), hm, wm))
+    targets = to_targets(boxes, fused.device)
     labelled = labelled.to(fused.device)
     det_inner = 0.0
     for _ in range(inner_steps):
-        det_inner = inner_step(head, opt_head, fused, targets, labelled)
+        det_inner = inner_step(det, opt_det, fused, targets, labelled)
     fus, parts = loss_fn(ir, vis, fused, illum, glare, getattr(net, "aux_losses", None))
-    total, det = outer_step(head, opt_net, fused, fus, targets, labelled, det_weight)
-    return {"loss": float(total.detach()), **parts, "detection": det, "det_inner": det_inner}
-
-
-@dataclass
-class LabelledPair(Pair):
-    """A training pair with its boxes (pixels of the decoded images) and whether it had a label file."""
-
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
-    classes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    labelled: bool = False
-
-
-@dataclass
-class LabelledPairs:
-    """Pairs with boxes; :meth:`sample` crops like :class:`~ivfusion_ros.train.data.PairSet` and moves the boxes."""
-
-    pairs: list[LabelledPair]
-    sources: list[dict] = field(default_factory=list)
-    object_crop: float = 0.8  # share of crops of labelled pairs that are centred around some object
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def sample(self, rng: np.random.Generator, batch: int, crop: int
-               ) -> tuple[torch.Tensor, torch.Tensor, Boxes, torch.Tensor]:
-        """``(ir, vis, boxes, labelled)``: ``batch`` random crops (flipped at random), boxes clipped to the crop
-        and kept when their centre lies inside it."""
-        ir = np.empty((batch, 1, crop, crop), np.float32)
-        vis = np.empty_like(ir)
-        out: Boxes = []
-        labelled = torch.zeros(batch, dtype=torch.bool)
-        for b in range(batch):
-            p = self.pairs[int(rng.integers(len(self.pairs)))]
-            h, w = p.ir.shape
-            if len(p.boxes) and rng.random() < self.object_crop:
-                x1, y1, x2, y2 = p.boxes[int(rng.integers(len(p.boxes)))]
-                cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-                x = int(np.clip(cx - rng.uniform(0.2, 0.8) * crop, 0, w - crop))
-                y = int(np.clip(cy - rng.uniform(0.2, 0.8) * crop, 0, h - crop))
-            else:
-                y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
-            a, v = p.ir[y:y + crop, x:x + crop], p.vis[y:y + crop, x:x + crop]
-            bx = p.boxes - np.array([x, y, x, y], np.float32)
-            centre = (bx[:, :2] + bx[:, 2:]) / 2
-            inside = (centre >= 0).all(1) & (centre < crop).all(1)
-            bx, cl = np.clip(bx[inside], 0, crop), p.classes[inside]
-            if rng.random() < 0.5:
-                a, v = a[:, ::-1], v[:, ::-1]
-                bx = np.stack((crop - bx[:, 2], bx[:, 1], crop - bx[:, 0], bx[:, 3]), 1)
-            if rng.random() < 0.5:
-                a, v = a[::-1], v[::-1]
-                bx = np.stack((bx[:, 0], crop - bx[:, 3], bx[:, 2], crop - bx[:, 1]), 1)
-            ir[b, 0], vis[b, 0] = a, v
-            out.append((bx.reshape(-1, 4).astype(np.float32), cl))
-            labelled[b] = p.labelled
-        return torch.from_numpy(ir), torch.from_numpy(vis), out, labelled
-
-
-def load_labelled_pairs(paths: str | Sequence[str | Path], labels: str | None = None,
-                        min_side: int = 0) -> LabelledPairs:
-    """Read the pairs of ``paths`` with their boxes (the data sets' labels, or ``labels``), decoded for training.
-
-    Raises:
-        ConfigError: no pair of any data set has labels (bilevel training needs some).
-    """
-    datasets = open_datasets(paths, labels=labels)
-    pairs: list[LabelledPair] = []
-    sources: list[dict] = []
-    for ds in datasets:
-        n_lab = 0
-        for p in ds.pairs:
-            vis_rgb = read_visible(p.vis)
-            ir, vis = _decode(read_thermal(p.ir), vis_rgb, min_side)
-            boxes, classes, labelled = np.zeros((0, 4), np.float32), np.zeros(0, np.int64), False
-            gt = ds.ground_truth(p.name, (vis_rgb.shape[1], vis_rgb.shape[0]), (vis.shape[1], vis.shape[0]))
-            if gt is not None and p.name not in ds.missing_labels:
-                labelled = True
-                names = [gt.class_names[int(c)].lower() if int(c) < len(gt.class_names) else "" for c in gt.class_ids]
-                keep = [i for i, n in enumerate(names) if n in CLASS_MAP]
-                boxes = gt.boxes[keep].astype(np.float32).reshape(-1, 4)
-                classes = np.array([CLASS_MAP[names[i]] for i in keep], np.int64)
-            n_lab += labelled
-            pairs.append(LabelledPair(f"{ds.name}/{p.name}", ir, vis, boxes, classes, labelled))
-        sources.append({"name": ds.name, "path": str(ds.root or ds.vis_dir), "pairs": len(ds.pairs),
-                        "labelled": n_lab})
-    if not any(p.labelled for p in pairs):
-        raise ConfigError("--bilevel: none of the training pairs has labels (give a data set with labels/ or "
-                          "--labels DIR)")
-    return LabelledPairs(pairs, sources)
+    total, det_loss = outer_step(det, opt_net, fused, fus, targets, labelled, det_weight)
+    return {"loss": float(total.detach()), **parts, "detection": det_loss, "det_inner": det_inner}
 
 
 @dataclass
 class BilevelConfig:
-    """The bilevel options: labels folder, detection weight ``lambda``, head learning rate and inner steps."""
+    """The bilevel options: detection weight ``lambda``, the detector's learning rate, inner steps, what it fits.
 
-    labels: str | None = None
+    The detector file is :attr:`TrainConfig.guide_detector` and the labels :attr:`TrainConfig.labels` (shared
+    with the other detector-driven trainings).
+    """
+
     det_weight: float = 0.1
-    head_lr: float = 2e-3
+    det_lr: float = 2e-4
     inner_steps: int = 1
-    head_width: int = 16
+    tune: str = "head"
 
 
 def train_bilevel(cfg: TrainConfig, bcfg: BilevelConfig, progress: Callable[[int, int], None] | None = None,
                   log: Callable[[str], None] | None = None, data: LabelledPairs | None = None) -> TrainResult:
-    """Train ``cfg.variant`` with alternating detection-head (inner) and fusion (outer) updates.
+    """Train ``cfg.variant`` with alternating detector (inner) and fusion (outer) updates.
 
-    Writes ``metrics.csv`` (the fusion terms plus ``detection`` and ``det_inner``), the fusion weights
-    ``<variant>.pt`` (training record with a ``bilevel`` entry) and ``det_head.pt``. No ``--resume``: runs are
-    short; the plain training keeps that feature.
+    The detector is ``cfg.guide_detector`` (default: the shipped ``ivdet-n.pt``). Writes ``metrics.csv`` (the
+    fusion terms plus ``detection`` and ``det_inner``), the fusion weights ``<variant>.pt`` (training record with
+    ``bilevel`` and ``guide_detector`` entries) and the fine-tuned detector ``detector.pt``
+    (:attr:`TrainResult.checkpoint`). No ``--resume``: runs are short; the plain training keeps that feature.
+
+    Raises:
+        ModelError: the detector file is missing or unreadable. ConfigError: bad options, no labelled pairs, or
+            label classes the detector does not have.
     """
+    from ivfusion_ros.detect.ivdet import save_detector_weights, shipped_model
+
     t_start = time.perf_counter()
     cfg.check()
     if bcfg.inner_steps < 1 or bcfg.det_weight < 0:
         raise ConfigError("--bilevel: inner steps must be >= 1 and the detection weight >= 0")
+    if bcfg.tune not in TUNE:
+        raise ConfigError(f"--bilevel: tune must be one of {', '.join(TUNE)}, got {bcfg.tune!r}")
+    det_path = cfg.guide_detector or str(shipped_model("torch"))
+    if not cfg.guide_detector and not Path(det_path).is_file():
+        raise ModelError(f"--bilevel: the shipped detector {det_path} is missing; give a detector weights file "
+                         "with --guide-detector PATH (ivfusion train-detector writes one)")
+    detector, header = load_guide_detector(det_path)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    data = data if data is not None else load_labelled_pairs(cfg.data, bcfg.labels, min_side=cfg.crop)
+    if data is None:
+        data = load_labelled_pairs(cfg.data, cfg.labels, min_side=cfg.crop, class_names=detector.class_names,
+                                   detector=det_path)
     val = data.pairs[:cfg.val_pairs]
     steps = cfg.steps or math.ceil(len(data) / cfg.batch)
     total = cfg.epochs * steps
 
     torch.manual_seed(cfg.seed)
-    net = create_net(cfg.variant, **cfg.net).to(device)
-    head = TinyDetHead(bcfg.head_width).to(device)
+    net = build_net(cfg, detector).to(device)  # an AMFusion copies the backbone now, before any fine-tuning
+    detector.to(device).train()
+    det = FusedDetectionLoss(detector)
     loss_fn = create_loss(net.family, **cfg.loss)
-    opt_net = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    opt_head = torch.optim.AdamW(head.parameters(), lr=bcfg.head_lr, weight_decay=cfg.weight_decay)
+    opt_net = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr,
+                                weight_decay=cfg.weight_decay)
+    opt_det = torch.optim.AdamW(tuned_parameters(detector, bcfg.tune), lr=bcfg.det_lr,
+                                weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt_net, lambda s: _cosine(s, total, cfg.min_lr_factor))
     est = IlluminationEstimator(IlluminationConfig())
     terms = (*loss_fn.term_names, "detection", "det_inner")
     history: list[dict[str, float]] = []
     step = 0
     net.train()
-    head.train()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, epoch])
@@ -345,7 +224,7 @@ def train_bilevel(cfg: TrainConfig, bcfg: BilevelConfig, progress: Callable[[int
             ir, vis = ir.to(device), vis.to(device)
             with torch.no_grad():
                 illum, glare = _maps(est, vis)
-            vals = bilevel_step(net, head, opt_net, opt_head, loss_fn, ir, vis, illum, glare, boxes, labelled,
+            vals = bilevel_step(net, det, opt_net, opt_det, loss_fn, ir, vis, illum, glare, boxes, labelled,
                                 bcfg.det_weight, bcfg.inner_steps)
             sched.step()
             step += 1
@@ -362,13 +241,17 @@ def train_bilevel(cfg: TrainConfig, bcfg: BilevelConfig, progress: Callable[[int
     last = history[-1]
     meta = training_record(cfg, data.sources, [{"name": "training pairs", "pairs": len(val)}], cfg.epochs, steps,
                            step, device, loss_fn.weights, last)
-    meta["bilevel"] = {"det_weight": bcfg.det_weight, "head_lr": bcfg.head_lr, "inner_steps": bcfg.inner_steps,
-                       "head_width": bcfg.head_width, "classes": list(DET_CLASSES),
+    use = "lower-level detector" + (" and DSFM guidance" if net.family == "amfusion" else "")
+    meta["guide_detector"] = detector_record(det_path, detector, use)
+    meta["bilevel"] = {"det_weight": bcfg.det_weight, "det_lr": bcfg.det_lr, "inner_steps": bcfg.inner_steps,
+                       "tune": bcfg.tune, "classes": list(detector.class_names),
                        "final_detection_loss": last["detection"]}
     weights = save_weights(out / f"{cfg.variant}.pt", net.cpu(), meta)
-    head_path = out / "det_head.pt"
-    torch.save({"classes": list(DET_CLASSES), "width": bcfg.head_width, "stride": TinyDetHead.stride,
-                "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()}}, head_path)
+    size = header.get("input_size")
+    det_file = save_detector_weights(detector.cpu().eval(), out / "detector.pt",
+                                     tuple(size) if isinstance(size, list) and len(size) == 2 else (cfg.crop, cfg.crop),
+                                     {"fine_tuned_from": str(det_path), "by": "ivfusion train --bilevel",
+                                      "fusion_weights": weights.name, "command": cfg.command})
     net.to(device)
-    return TrainResult(weights, head_path, out / "metrics.csv", cfg.epochs, step, history,
+    return TrainResult(weights, det_file, out / "metrics.csv", cfg.epochs, step, history,
                        time.perf_counter() - t_start)

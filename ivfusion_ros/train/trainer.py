@@ -9,6 +9,12 @@ Each epoch writes ``last.pt`` (everything needed to resume) and a row of ``metri
 epoch and fusion metrics of the validation pairs); the end writes the weights file with its training record.
 The illumination map and glare weight of every batch come from the same
 :class:`~ivfusion_ros.core.illumination.IlluminationEstimator` that runs at inference.
+
+With a detector (:attr:`TrainConfig.guide_detector`, a YOLOX-nano weights file) the networks whose papers are
+detection-driven use it (:data:`DETECTOR_USES`): AMFusion's DSFM attends to its backbone (built into the
+network, so the weights file carries it), TSJNet's joint-driven hook gets its loss against the batch's boxes
+(:class:`~ivfusion_ros.train.fused_detection.DetectionTask`; the pairs then need labels). Other networks use a
+detector only in the bilevel training (:mod:`~ivfusion_ros.train.bilevel`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import torch
 
 from ivfusion_ros.config import IlluminationConfig
 from ivfusion_ros.core.illumination import IlluminationEstimator
+from ivfusion_ros.detect.nets.yolox import YoloxNano
 from ivfusion_ros.errors import ConfigError, ModelError
 from ivfusion_ros.eval.metrics import fusion_metrics
 from ivfusion_ros.fusion.base import FusionContext
@@ -38,8 +45,17 @@ from ivfusion_ros.fusion.nets.registry import create_net
 from ivfusion_ros.fusion.nets.weights import save_weights
 from ivfusion_ros.runtime.device import resolve_device
 from ivfusion_ros.train.data import Pair, PairSet, load_pairs
+from ivfusion_ros.train.fused_detection import (
+    DEFAULT_DET_WEIGHT,
+    DetectionTask,
+    LabelledPairs,
+    detector_record,
+    load_guide_detector,
+    load_labelled_pairs,
+)
 
-__all__ = ["CSV_COLUMNS", "LOSS_TERMS", "VAL_METRICS", "TrainConfig", "TrainResult", "csv_columns", "train"]
+__all__ = ["CSV_COLUMNS", "DETECTOR_USES", "LOSS_TERMS", "VAL_METRICS", "TrainConfig", "TrainResult", "build_net",
+           "check_detector_use", "csv_columns", "train"]
 
 #: Fusion metrics computed on the validation pairs every epoch.
 VAL_METRICS = ("EN", "SD", "SF", "VIF", "Qabf", "SSIM")
@@ -54,6 +70,9 @@ def csv_columns(terms: Sequence[str] = LOSS_TERMS) -> tuple[str, ...]:
 
 #: Columns of ``metrics.csv`` of an AMFusion run.
 CSV_COLUMNS = csv_columns()
+
+#: What the plain training does with a detector, per network family (others: only ``--bilevel`` uses one).
+DETECTOR_USES = {"amfusion": "DSFM guidance", "tsjnet": "detection loss"}
 
 Progress = Callable[[int, int], None]
 
@@ -81,6 +100,11 @@ class TrainConfig:
         clip_model, clip_weights, clip_prompts: the CLIP model (open_clip name and local weights file) and the
             prompts of the ``clip_*`` loss terms (LDFusion); used only when such a term has a weight. Empty
             prompts: the paper's.
+        guide_detector: a detector weights file (YOLOX-nano from ``ivfusion train-detector``; the shipped one is
+            ``ivfusion_ros/detect/weights/ivdet-n.pt``), used as :data:`DETECTOR_USES` says, or by the bilevel
+            training as its lower level. Empty: none.
+        labels: labels of the training pairs for the detector's loss (tsjnet with a detector, ``--bilevel``),
+            instead of each data set's ``labels/``.
     """
 
     variant: str = "amfusion-s"
@@ -104,6 +128,8 @@ class TrainConfig:
     clip_model: str = "ViT-B-32"
     clip_weights: str = ""
     clip_prompts: dict[str, str] = field(default_factory=dict)
+    guide_detector: str = ""
+    labels: str | None = None
 
     def check(self) -> None:
         """Raise :class:`ConfigError` for values the loop cannot run with."""
@@ -241,8 +267,38 @@ def _clip_guide(weights: dict[str, float], cfg: TrainConfig, device: torch.devic
     return clip.to(device)
 
 
+def check_detector_use(variant: str, bilevel: bool = False) -> str:
+    """The family of ``variant`` if its training can use a detector (:data:`DETECTOR_USES`, or any with
+    ``bilevel``).
+
+    Raises:
+        ConfigError: unknown network, or one whose plain training has no use for a detector (named, with what to
+            use instead).
+    """
+    from ivfusion_ros.fusion.nets.registry import list_nets, net_info
+
+    family = net_info(variant).family
+    if not bilevel and family not in DETECTOR_USES:
+        usable = [n for n in list_nets() if net_info(n).family in DETECTOR_USES]
+        raise ConfigError(f"--guide-detector: {variant} ({family}) has no use for a detector in plain training; "
+                          f"use it with --bilevel, or train one of {', '.join(usable)}")
+    return family
+
+
+def build_net(cfg: TrainConfig, detector: YoloxNano | None = None) -> torch.nn.Module:
+    """``create_net(cfg.variant, **cfg.net)``, with ``detector`` (a ``YoloxNano``) as the DSFM guide of an AMFusion.
+
+    The guide is passed here rather than in ``cfg.net``: the config must stay plain data (it is saved in every
+    checkpoint); the network's own config records ``guide: yolox-nano``.
+    """
+    from ivfusion_ros.fusion.nets.registry import net_info
+
+    extra = {"guide": detector} if detector is not None and net_info(cfg.variant).family == "amfusion" else {}
+    return create_net(cfg.variant, **cfg.net, **extra)
+
+
 def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress | None = None,
-          log: Callable[[str], None] | None = None, data: PairSet | None = None,
+          log: Callable[[str], None] | None = None, data: PairSet | LabelledPairs | None = None,
           stop_after: int | None = None, clip: Any | None = None,
           setup_net: Callable[[torch.nn.Module], None] | None = None) -> TrainResult:
     """Train ``cfg.variant`` and write checkpoints, ``metrics.csv`` and the final weights into ``cfg.out``.
@@ -260,10 +316,16 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
             (default: loaded from ``cfg.clip_model``/``cfg.clip_weights`` when the loss has such terms).
         setup_net: called with the new network (on ``cfg.device``) before training, e.g. to attach task losses
             for joint-driven TSJNet training (``lambda net: net.attach_tasks(detection=...)``); what it attaches
-            is not saved (pass it again when resuming).
+            is not saved (pass it again when resuming). ``cfg.guide_detector`` does this for the package's
+            detector (and is saved in the checkpoint's config, so a resumed run loads it again).
+
+    With ``cfg.guide_detector`` and a tsjnet network, ``data`` must be
+    :class:`~ivfusion_ros.train.fused_detection.LabelledPairs` and the loss's ``detection`` weight defaults to
+    :data:`~ivfusion_ros.train.fused_detection.DEFAULT_DET_WEIGHT`.
 
     Raises:
-        ConfigError: bad values or unknown variant. ModelError: unreadable checkpoint.
+        ConfigError: bad values, unknown variant, a detector the network cannot use, labels missing or with
+            classes the detector does not have. ModelError: unreadable checkpoint or detector file.
         InputError: unreadable data.
     """
     t_start = time.perf_counter()
@@ -281,6 +343,19 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
     device = resolve_device(cfg.device)
     amp = device.type == "cuda"
 
+    detector: YoloxNano | None = None
+    task: DetectionTask | None = None
+    if cfg.guide_detector:
+        family = check_detector_use(cfg.variant)
+        detector, _ = load_guide_detector(cfg.guide_detector)
+        if family == "tsjnet":
+            cfg.loss.setdefault("detection", DEFAULT_DET_WEIGHT)
+            task = DetectionTask(detector.to(device))
+            if data is None:
+                data = load_labelled_pairs(cfg.data, cfg.labels, min_side=cfg.crop, class_names=detector.class_names,
+                                           detector=cfg.guide_detector, why=f"--guide-detector with {cfg.variant}")
+            elif not isinstance(data, LabelledPairs):
+                raise ConfigError("a tsjnet detection loss needs labelled pairs (LabelledPairs) as training data")
     data = data if data is not None else load_pairs(cfg.data, min_side=cfg.crop)
     if len(data) == 0:
         raise ConfigError("no training pairs")
@@ -289,14 +364,18 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
     total = cfg.epochs * steps
 
     torch.manual_seed(cfg.seed)
-    net = create_net(cfg.variant, **cfg.net).to(device)
+    net = build_net(cfg, detector).to(device)
+    if task is not None:
+        net.attach_tasks(detection=task)
     if setup_net is not None:
         setup_net(net)
     loss_fn = create_loss(net.family, **cfg.loss)
     guide = _clip_guide(loss_fn.weights, cfg, device, clip)
     # active only while the loss is computed, so no state outlives the run (or an exception in it)
     loss_context = contextlib.nullcontext if guide is None else functools.partial(_use_clip, guide)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # a frozen part (AMFusion's detector backbone) is no optimizer's business
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, total, cfg.min_lr_factor))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     history: list[dict[str, float]] = []
@@ -321,7 +400,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
         rng = np.random.default_rng([cfg.seed, epoch])
         sums = dict.fromkeys(("loss", *loss_fn.term_names), 0.0)
         for _ in range(steps):
-            ir, vis = (t.to(device, non_blocking=True) for t in data.sample(rng, cfg.batch, cfg.crop))
+            batch = data.sample(rng, cfg.batch, cfg.crop)
+            ir, vis = (t.to(device, non_blocking=True) for t in batch[:2])
+            if task is not None:  # the detection loss of this forward pass needs this batch's boxes
+                task.set_batch(batch[2], batch[3])
             with torch.no_grad():
                 illum, glare = _maps(est, vis)
             with torch.autocast(device.type, enabled=amp):
@@ -357,6 +439,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
     if guide is not None:
         meta["clip"] = {"model": cfg.clip_model, "weights": Path(cfg.clip_weights).name if cfg.clip_weights else "",
                         "prompts": dict(guide.prompts)}
+    if detector is not None:
+        meta["guide_detector"] = detector_record(cfg.guide_detector, detector, DETECTOR_USES[net.family])
     weights = save_weights(out / f"{cfg.variant}.pt", net.cpu(), meta)
     net.to(device)
     return TrainResult(weights, ckpt_path, csv_path, done, step, history, time.perf_counter() - t_start)

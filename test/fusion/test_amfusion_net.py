@@ -1,16 +1,20 @@
-"""AMFusion network: registry contract, shapes, IDFM's illumination prior, DSFM guidance, sizes."""
+"""AMFusion network: registry contract, shapes, IDFM's illumination prior, DSFM guidance by the package's
+detector (its backbone, saved with the weights, exported), sizes."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from train.tiny_detector import random_detector
 
 from ivfusion_ros.errors import ConfigError
 from ivfusion_ros.fusion.nets import create_net, list_nets, net_info
-from ivfusion_ros.fusion.nets.amfusion import DSFM, IDFM
+from ivfusion_ros.fusion.nets.amfusion import DSFM, GUIDES, IDFM, DetectorGuide
+from ivfusion_ros.fusion.nets.weights import build_from_weights, load_weights, save_weights
 
 TINY = {"channels": (4, 8, 8), "semantic_blocks": 1, "heads": 2, "kv_pool": 2, "idfm_hidden": 4}
 
@@ -85,34 +89,54 @@ def test_idfm_moves_towards_ir_in_the_dark_and_in_glare() -> None:
     torch.testing.assert_close(fused, w2 * f_ir + (1 - w2) * f_vis)
 
 
-class _TinyGuide(nn.Module):
-    """Stands in for a detector backbone: 3-channel image -> 6 channels at 1/8 resolution."""
+def test_detector_guide_is_the_detectors_stride8_backbone() -> None:
+    """The guide computes exactly the detector's stride-8 feature, on the detector's own input convention."""
+    torch.set_num_threads(1)
+    det = random_detector()
+    guide = DetectorGuide(det)
+    x = torch.rand(2, 3, 32, 48)
+    with torch.no_grad():
+        want = det.backbone(x.flip(1) * 255.0)[0]
+        got = guide(x)
+    assert got.shape == (2, GUIDES["yolox-nano"], 4, 6)
+    torch.testing.assert_close(got, want)
+    assert not any(p.requires_grad for p in guide.parameters())
+    guide.train()
+    assert not guide.training  # a fixed feature extractor, whatever its parent does
+    with torch.no_grad():  # a copy: changing the detector afterwards (bilevel fine-tuning) leaves the guide alone
+        det.backbone.dark3[1].conv3.conv.weight.mul_(2.0)
+    torch.testing.assert_close(guide(x), got)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 6, 3, stride=8, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv(x))
-
-
-def test_dsfm_guided_vs_self_guided() -> None:
-    torch.manual_seed(0)
-    guide = _TinyGuide()
-    net = create_net("amfusion-s", **TINY, guide=guide, guide_channels=6)
+def test_dsfm_attends_to_the_detector() -> None:
+    torch.set_num_threads(1)
+    det = random_detector()
+    net = create_net("amfusion-s", **TINY, guide=det)
     plain = create_net("amfusion-s", **TINY)
     assert net.guidance == "detector-guided" and plain.guidance == "self-guided"
-    assert not any(p.requires_grad for p in guide.parameters())  # the detector is frozen
+    assert net.config["guide"] == "yolox-nano" and net.config["guide_channels"] == 64
+    assert "guide" not in plain.config and plain.config["guide_channels"] == 0
+    assert net.dsfm.kv.weight.shape[1] == 64
+    nn.init.normal_(net.head.weight, std=0.1)  # the zero-initialised head would hide DSFM from the output
     ir, vis, illum, glare = _inputs(1, 32, 32)
+
+    # the gradient trains DSFM's attention over the detector features, never the detector
     out = net(ir, vis, illum, glare)
     out.mean().backward()
-    assert out.shape == (1, 1, 32, 32)
-    assert net.dsfm.kv.weight.grad is not None and net.dsfm.kv.weight.shape[1] == 6
-    assert guide.conv.weight.grad is None
-    net.train()
-    assert not guide.training  # train() keeps the frozen backbone in eval mode
+    assert net.dsfm.kv.weight.grad is not None and float(net.dsfm.kv.weight.grad.abs().sum()) > 0
+    assert all(p.grad is None and not p.requires_grad for p in net.det_guide.parameters())
 
-    # the detector features change the semantic fusion; self-guidance ignores them
+    # the keys/values are the detector's features of both sources: other detector weights, other fusion
+    with torch.no_grad():
+        before = net(ir, vis, illum, glare)
+        feats = net.guide_features(ir, vis)
+        both = det.backbone(torch.cat((ir, vis)).expand(-1, 3, -1, -1).flip(1) * 255.0)[0]
+        torch.testing.assert_close(feats, 0.5 * (both[:1] + both[1:]))
+        net.det_guide.dark3[0].pconv.conv.weight.mul_(-1.0)
+        after = net(ir, vis, illum, glare)
+    assert float((after - before).abs().max()) > 1e-6  # deterministic: any change is the guide's
+
+    # DSFM itself: other guide features, other output; a guided DSFM without features is a bug
     s_ir, s_vis = torch.rand(1, 8, 4, 4), torch.rand(1, 8, 4, 4)
     dsfm = DSFM(8, 2, 2, guide_channels=6)
     a = dsfm(s_ir, s_vis, torch.rand(1, 6, 4, 4))
@@ -120,8 +144,41 @@ def test_dsfm_guided_vs_self_guided() -> None:
     assert not torch.allclose(a, b)
     with pytest.raises(ValueError, match="no detector features"):
         dsfm(s_ir, s_vis)
-    with pytest.raises(ConfigError):
-        create_net("amfusion-s", **TINY, guide=guide)  # guide without guide_channels
+
+
+@pytest.mark.parametrize("bad", [{"guide": "resnet"}, {"guide": nn.Conv2d(3, 6, 3)},
+                                 {"guide": "yolox-nano", "guide_channels": 6}, {"guide_channels": 64}])
+def test_bad_guides_are_config_errors(bad: dict) -> None:
+    with pytest.raises(ConfigError, match="amfusion-s"):
+        create_net("amfusion-s", **TINY, **bad)
+
+
+def test_guided_weights_carry_the_backbone(tmp_path: Path) -> None:
+    """The weights file rebuilds the guided network without the detector file: same output."""
+    torch.set_num_threads(1)
+    net = create_net("amfusion-s", **TINY, guide=random_detector()).eval()
+    nn.init.normal_(net.head.weight, std=0.1)
+    wf = load_weights(save_weights(tmp_path / "g.pt", net))
+    assert any(k.startswith("det_guide.") for k in wf.state_dict)
+    again = build_from_weights(wf).eval()
+    x = _inputs(1, 24, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(again(*x), net(*x))
+    assert again.guidance == "detector-guided"
+
+
+def test_guided_onnx_export_parity(tmp_path: Path) -> None:
+    """Guidance does not cost the export: the backbone is plain convolutions (torchscript exporter: fast)."""
+    pytest.importorskip("onnx", reason="ONNX export needs the onnx package")
+    pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed")
+    from ivfusion_ros.runtime.export import PARITY_TOL, export_onnx
+
+    torch.set_num_threads(1)
+    net = create_net("amfusion-s", **TINY, guide=random_detector()).eval()
+    nn.init.normal_(net.head.weight, std=0.1)
+    res = export_onnx(net, tmp_path / "g.onnx", exporter="torchscript")
+    assert max(res.max_abs_diff.values()) < PARITY_TOL
+    assert res.header["config"]["guide"] == "yolox-nano"
 
 
 def test_gradients_reach_every_trainable_parameter() -> None:

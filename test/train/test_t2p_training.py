@@ -1,17 +1,19 @@
-"""t2p training: plain training with the commitment term, bilevel alternation, the variant and ONNX export."""
+"""t2p training: plain training with the commitment term, bilevel alternation with the package's detector (YOLOX
+fine-tuned on fused images in the lower level, its loss in the upper level), the variant and ONNX export."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
+from train.tiny_detector import changed, random_detector, save_random_detector, snapshot, write_labelled_pairs
 from typer.testing import CliRunner
 
 from ivfusion_ros.cli.main import app
-from ivfusion_ros.errors import ModelError
+from ivfusion_ros.detect.ivdet import load_detector_weights
+from ivfusion_ros.errors import ConfigError, ModelError
 from ivfusion_ros.fusion import FusionContext, create_fuser
 from ivfusion_ros.fusion.nets import create_net
 from ivfusion_ros.fusion.nets.losses import create_loss
@@ -19,15 +21,14 @@ from ivfusion_ros.fusion.nets.weights import load_weights, save_weights
 from ivfusion_ros.train import TrainConfig, train
 from ivfusion_ros.train.bilevel import (
     BilevelConfig,
-    TinyDetHead,
     bilevel_step,
-    detection_loss,
-    detection_targets,
     inner_step,
     load_labelled_pairs,
     outer_step,
     train_bilevel,
+    tuned_parameters,
 )
+from ivfusion_ros.train.fused_detection import FusedDetectionLoss, to_targets
 
 TINY = {"channels": [4, 8, 8], "semantic_blocks": 1, "heads": 2, "kv_pool": 2, "gate_hidden": 4, "codebook_size": 8,
         "prompts": ["night street, highlight pedestrians"]}
@@ -36,27 +37,13 @@ TINY = {"channels": [4, 8, 8], "semantic_blocks": 1, "heads": 2, "kv_pool": 2, "
 @pytest.fixture(scope="module")
 def pair_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four generated night pairs (64x72) with warm figures, YOLO labels for three of them (one car)."""
-    root = tmp_path_factory.mktemp("t2p_pairs")
-    for d in ("ir", "vi", "labels"):
-        (root / d).mkdir()
-    (root / "labels" / "classes.txt").write_text("person\nbicycle\ncar\n")
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        vis = np.full((64, 72, 3), 15 + 10 * i, np.uint8)
-        vis[:, 40:] = 120
-        vis = np.clip(vis + rng.integers(-8, 9, vis.shape), 0, 255).astype(np.uint8)
-        ir = np.full((64, 72), 70, np.uint8)
-        x0 = 10 + 5 * i
-        ir[20:50, x0:x0 + 12] = 210
-        ir = np.clip(ir + rng.integers(-5, 6, ir.shape), 0, 255).astype(np.uint8)
-        cv2.imwrite(str(root / "ir" / f"{i:02d}.png"), ir)
-        cv2.imwrite(str(root / "vi" / f"{i:02d}.png"), vis)
-        if i < 3:
-            lines = [f"0 {(x0 + 6) / 72:.4f} {35 / 64:.4f} {12 / 72:.4f} {30 / 64:.4f}"]
-            if i == 0:
-                lines.append(f"2 {55 / 72:.4f} {50 / 64:.4f} {14 / 72:.4f} {8 / 64:.4f}")
-            (root / "labels" / f"{i:02d}.txt").write_text("\n".join(lines) + "\n")
-    return root
+    return write_labelled_pairs(tmp_path_factory.mktemp("t2p_pairs"))
+
+
+@pytest.fixture(scope="module")
+def det_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random YOLOX-nano detector weights file (person, bicycle, car)."""
+    return save_random_detector(tmp_path_factory.mktemp("det") / "det.pt")
 
 
 def _cfg(pair_dir: Path, out: Path, **kw: object) -> TrainConfig:
@@ -79,11 +66,14 @@ def test_training_reduces_the_loss_and_logs_commitment(pair_dir: Path, tmp_path:
 # --- bilevel --------------------------------------------------------------------------------------------------------
 
 
-def _tiny_setup(seed: int = 0) -> tuple[torch.nn.Module, TinyDetHead, torch.optim.Optimizer, torch.optim.Optimizer]:
+def _tiny_setup(seed: int = 0) -> tuple[torch.nn.Module, FusedDetectionLoss, torch.optim.Optimizer,
+                                        torch.optim.Optimizer]:
+    torch.set_num_threads(1)
     torch.manual_seed(seed)
     net = create_net("t2p-s", **TINY).train()
-    head = TinyDetHead(width=4).train()
-    return net, head, torch.optim.SGD(net.parameters(), lr=0.1), torch.optim.SGD(head.parameters(), lr=0.1)
+    detector = random_detector(seed).train()
+    opt_det = torch.optim.SGD(tuned_parameters(detector, "head"), lr=0.01)
+    return net, FusedDetectionLoss(detector), torch.optim.SGD(net.parameters(), lr=0.1), opt_det
 
 
 def _batch() -> tuple[list[torch.Tensor], list[tuple[np.ndarray, np.ndarray]], torch.Tensor]:
@@ -94,93 +84,161 @@ def _batch() -> tuple[list[torch.Tensor], list[tuple[np.ndarray, np.ndarray]], t
     return x, boxes, torch.tensor([True, True])
 
 
-def _snap(m: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in m.named_parameters()}
-
-
-def _changed(m: torch.nn.Module, before: dict[str, torch.Tensor]) -> bool:
-    return any(not torch.equal(v, before[k]) for k, v in m.named_parameters())
-
-
-def test_inner_updates_only_the_head_outer_only_the_fusion_net() -> None:
-    net, head, opt_net, opt_head = _tiny_setup()
+def test_inner_updates_only_the_detector_head_outer_only_the_fusion_net() -> None:
+    net, det, opt_net, opt_det = _tiny_setup()
     x, boxes, labelled = _batch()
-    targets = detection_targets(boxes, 2, 8, 8)
+    targets = to_targets(boxes, torch.device("cpu"))
     fused = net(*x)
-    n0, h0 = _snap(net), _snap(head)
-    inner_step(head, opt_head, fused, targets, labelled)
-    assert _changed(head, h0) and not _changed(net, n0)
+    n0, d0 = snapshot(net), snapshot(det.detector)
+    inner_step(det, opt_det, fused, targets, labelled)
+    assert changed(det.detector, d0, "head.") and not changed(net, n0)
+    assert changed(det.detector, d0) == changed(det.detector, d0, "head.")  # backbone and neck stay pretrained
     assert all(p.grad is None for p in net.parameters())  # the fused image was detached
-    n1, h1 = _snap(net), _snap(head)
+    n1, d1 = snapshot(net), snapshot(det.detector)
     fus, _ = create_loss("t2p")(x[0], x[1], fused, x[2], x[3], net.aux_losses)
-    outer_step(head, opt_net, fused, fus, targets, labelled, det_weight=1.0)
-    assert _changed(net, n1) and not _changed(head, h1)
-    assert all(p.requires_grad for p in head.parameters())  # unfrozen again for the next inner step
+    outer_step(det, opt_net, fused, fus, targets, labelled, det_weight=1.0)
+    assert changed(net, n1) and not changed(det.detector, d1)
+    assert all(p.requires_grad for p in det.detector.head.parameters())  # unfrozen again for the next inner step
+    assert not any(p.requires_grad for p in det.detector.backbone.parameters())
 
 
-def test_bilevel_step_alternates_head_then_net() -> None:
-    net, head, opt_net, opt_head = _tiny_setup()
+def test_tune_all_fits_the_whole_detector() -> None:
+    net, det, _, _ = _tiny_setup()
+    opt = torch.optim.SGD(tuned_parameters(det.detector, "all"), lr=0.01)
+    x, boxes, labelled = _batch()
+    before = snapshot(det.detector)
+    inner_step(det, opt, net(*x), to_targets(boxes, torch.device("cpu")), labelled)
+    assert changed(det.detector, before, "backbone.") and changed(det.detector, before, "head.")
+    with pytest.raises(ConfigError, match="tune"):
+        tuned_parameters(det.detector, "neck")
+
+
+def test_bilevel_step_alternates_detector_then_net() -> None:
+    net, det, opt_net, opt_det = _tiny_setup()
     order: list[str] = []
-    for name, opt in (("head", opt_head), ("net", opt_net)):
+    for name, opt in (("detector", opt_det), ("net", opt_net)):
         step = opt.step
         opt.step = lambda *a, _n=name, _s=step, **k: (order.append(_n), _s(*a, **k))[1]  # type: ignore[method-assign]
     x, boxes, labelled = _batch()
-    vals = bilevel_step(net, head, opt_net, opt_head, create_loss("t2p"), *x, boxes, labelled, det_weight=0.5,
+    vals = bilevel_step(net, det, opt_net, opt_det, create_loss("t2p"), *x, boxes, labelled, det_weight=0.5,
                         inner_steps=2)
-    assert order == ["head", "head", "net"]
+    assert order == ["detector", "detector", "net"]
     assert {"loss", "detection", "det_inner", "commitment", "ssim"} <= set(vals)
+    assert vals["detection"] > 0 and vals["det_inner"] > 0
 
 
-def test_detection_loss_outer_gradient_reaches_the_fusion_net() -> None:
-    """Detection is the point of the outer level: its loss alone gives the fusion net a gradient."""
-    net, head, _, _ = _tiny_setup()
+def test_detection_loss_gradient_reaches_the_fusion_net_not_the_frozen_detector() -> None:
+    """Detection is the point of the outer level: the YOLOX loss alone gives the fusion net a gradient."""
+    net, det, _, _ = _tiny_setup()
     for p in net.head.parameters():
         torch.nn.init.normal_(p, std=0.2)
+    det.detector.requires_grad_(False)
     x, boxes, labelled = _batch()
-    det = detection_loss(*head(net(*x)), detection_targets(boxes, 2, 8, 8), labelled)
-    det.backward()
+    loss, terms = det(net(*x), to_targets(boxes, torch.device("cpu")), labelled)
+    loss.backward()
+    assert terms["iou"] > 0  # the person box was assigned anchors
     assert float(sum(p.grad.abs().sum() for p in net.parameters() if p.grad is not None)) > 0
+    assert all(p.grad is None for p in det.detector.parameters())
 
 
-def test_detection_targets_and_unlabelled_samples() -> None:
-    boxes = [(np.array([[8.0, 8.0, 24.0, 16.0]], np.float32), np.array([1]))]
-    heat, size, mask = detection_targets(boxes, 2, 8, 8)
-    assert float(heat[0, 1, 3, 4]) == 1.0 and float(heat[0, 0].max()) == 0.0  # centre (16, 12) -> cell (4, 3)
-    assert float(mask.sum()) == 1.0
-    torch.testing.assert_close(size[0, :, 3, 4], torch.log(torch.tensor([4.0, 2.0])))
-    logits, sz = torch.randn(1, 2, 8, 8), torch.randn(1, 2, 8, 8)
-    assert float(detection_loss(logits, sz, (heat, size, mask), torch.tensor([False]))) == 0.0
-    assert float(detection_loss(logits, sz, (heat, size, mask), torch.tensor([True]))) > 0.0
+def test_unlabelled_samples_do_not_count() -> None:
+    net, det, _, opt_det = _tiny_setup()
+    x, boxes, _ = _batch()
+    fused = net(*x)
+    targets = to_targets(boxes, torch.device("cpu"))
+    none = torch.tensor([False, False])
+    loss, _ = det(fused, targets, none)
+    assert float(loss.detach()) == 0.0 and loss.requires_grad  # still a valid graph for the outer step
+    before = snapshot(det.detector)
+    assert inner_step(det, opt_det, fused, targets, none) == 0.0 and not changed(det.detector, before)
+    # only the labelled sample's image reaches the detector: the loss equals that of the sample alone
+    one = torch.tensor([True, False])
+    with torch.no_grad():
+        alone, _ = det(fused[:1], targets[:1], torch.tensor([True]))
+        mixed, _ = det(fused, targets, one)
+    torch.testing.assert_close(mixed, alone)
 
 
-def test_labelled_pairs_keep_boxes_through_crops(pair_dir: Path) -> None:
-    data = load_labelled_pairs([str(pair_dir)], min_side=32)
+def test_labelled_pairs_map_classes_by_name(pair_dir: Path, tmp_path: Path) -> None:
+    data = load_labelled_pairs([str(pair_dir)], min_side=32, class_names=("person", "bicycle", "car"))
     assert [p.labelled for p in data.pairs] == [True, True, True, False]
-    assert data.pairs[0].classes.tolist() == [0, 1]  # person, car -> vehicle
+    assert data.pairs[0].classes.tolist() == [0, 2]  # person, car: the detector's own indices
     ir, vis, boxes, labelled = data.sample(np.random.default_rng(0), 6, 32)
     assert ir.shape == vis.shape == (6, 1, 32, 32) and labelled.dtype == torch.bool
     for bx, _ in boxes:
         assert (bx >= 0).all() and (bx <= 32).all()
     assert sum(len(b) for b, _ in boxes) > 0
+    other = load_labelled_pairs([str(pair_dir)], class_names=("car", "person"))  # by name, not by position
+    assert other.pairs[0].classes.tolist() == [1, 0]
+    with pytest.raises(ConfigError, match=r"classes\.txt.*\['car'\].*det\.pt"):
+        load_labelled_pairs([str(pair_dir)], class_names=("person", "bicycle"), detector="det.pt")
 
 
-def test_bilevel_training_runs_and_records(pair_dir: Path, tmp_path: Path) -> None:
-    res = train_bilevel(_cfg(pair_dir, tmp_path, epochs=2, steps=2), BilevelConfig(det_weight=0.5, head_width=4))
+def test_bilevel_training_fine_tunes_the_detector_and_records(pair_dir: Path, det_file: Path, tmp_path: Path) -> None:
+    cfg = _cfg(pair_dir, tmp_path, epochs=2, steps=2, guide_detector=str(det_file))
+    res = train_bilevel(cfg, BilevelConfig(det_weight=0.5, det_lr=1e-3))
     wf = load_weights(res.weights, families=("t2p",))
     assert wf.meta["bilevel"]["det_weight"] == 0.5 and wf.meta["training_data"][0]["labelled"] == 3
+    assert wf.meta["guide_detector"]["file"] == str(det_file)
+    assert wf.meta["bilevel"]["classes"] == ["person", "bicycle", "car"]
     assert "detection" in res.csv.read_text().splitlines()[0]
-    assert torch.load(res.checkpoint, weights_only=True)["classes"] == ["person", "vehicle"]
+    assert all(r["detection"] > 0 for r in res.history)
+    tuned, header = load_detector_weights(res.checkpoint)  # a detector file ivdet loads
+    start, _ = load_detector_weights(det_file)
+    assert header["class_names"] == ["person", "bicycle", "car"] and header["input_size"] == [64, 64]
+    assert changed(tuned, snapshot(start), "head.")
+    assert not [k for k in changed(tuned, snapshot(start)) if not k.startswith("head.")]
 
 
-def test_cli_bilevel_and_prompt_options(pair_dir: Path, tmp_path: Path) -> None:
+def test_bilevel_amfusion_is_also_dsfm_guided(pair_dir: Path, det_file: Path, tmp_path: Path) -> None:
+    cfg = _cfg(pair_dir, tmp_path, variant="amfusion-s", epochs=1, steps=1, guide_detector=str(det_file),
+               net={"channels": [4, 8, 8], "kv_pool": 2, "idfm_hidden": 4})
+    res = train_bilevel(cfg, BilevelConfig(tune="all", det_lr=1e-2))
+    wf = load_weights(res.weights)
+    assert wf.config["guide"] == "yolox-nano" and "DSFM" in wf.meta["guide_detector"]["use"]
+    start, _ = load_detector_weights(det_file)
+    tuned, _ = load_detector_weights(res.checkpoint)
+    # the guide is the detector as it was; the lower level fine-tuned its own copy
+    torch.testing.assert_close(wf.state_dict["det_guide.stem.conv.weight"], start.backbone.stem.conv.weight)
+    assert not torch.equal(tuned.backbone.stem.conv.weight, start.backbone.stem.conv.weight)
+
+
+def test_cli_bilevel_and_prompt_options(pair_dir: Path, det_file: Path, tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["train", "--variant", "t2p-s", "--data", str(pair_dir), "--out", str(tmp_path),
                                  "--epochs", "1", "--steps", "1", "--batch", "1", "--crop", "32", "--val-pairs", "0",
                                  "--threads", "1", "--device", "cpu", "--bilevel", "--text-encoder", "hash:16",
-                                 "--prompt", "pedestrians", "--prompt", "vehicles"])
+                                 "--prompt", "pedestrians", "--prompt", "vehicles", "--guide-detector", str(det_file)])
     assert r.exit_code == 0, r.output
     wf = load_weights(tmp_path / "t2p-s.pt")
     assert wf.config["prompts"] == ["pedestrians", "vehicles"] and wf.config["text_source"] == "hash:16"
-    assert "bilevel" in wf.meta and "detection head" in r.output
+    assert "bilevel" in wf.meta and "fine-tuned detector" in r.output
+    assert (tmp_path / "detector.pt").is_file()
+
+
+def test_bilevel_defaults_to_the_shipped_detector(pair_dir: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --guide-detector the lower level is the shipped detector; where it is absent, the error says what
+    to give instead."""
+    import ivfusion_ros.detect.ivdet as ivdet
+
+    monkeypatch.setattr(ivdet, "shipped_model", lambda backend: tmp_path / "ivdet-n.pt")
+    with pytest.raises(ModelError, match=r"shipped detector .*ivdet-n\.pt is missing.*--guide-detector"):
+        train_bilevel(_cfg(pair_dir, tmp_path / "o", epochs=1, steps=1), BilevelConfig())
+    save_random_detector(tmp_path / "ivdet-n.pt")
+    res = train_bilevel(_cfg(pair_dir, tmp_path / "o", epochs=1, steps=1), BilevelConfig())
+    assert load_weights(res.weights).meta["guide_detector"]["file"] == str(tmp_path / "ivdet-n.pt")
+
+
+@pytest.mark.parametrize("what", ["missing", "corrupt"])
+def test_cli_bilevel_bad_detector_file_is_one_line(pair_dir: Path, tmp_path: Path, what: str) -> None:
+    det = tmp_path / "det.pt"
+    if what == "corrupt":
+        det.write_bytes(b"not a torch file")
+    r = CliRunner().invoke(app, ["train", "--variant", "t2p-s", "--data", str(pair_dir), "--out", str(tmp_path / "o"),
+                                 "--epochs", "1", "--steps", "1", "--crop", "32", "--device", "cpu", "--bilevel",
+                                 "--guide-detector", str(det)])
+    assert r.exit_code == 1
+    assert "--guide-detector" in r.output and "det.pt" in r.output and "Traceback" not in r.output
 
 
 # --- the variant and ONNX -------------------------------------------------------------------------------------------

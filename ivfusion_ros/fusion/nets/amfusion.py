@@ -23,15 +23,27 @@ Architecture (``c0, c1, c2 = channels``):
   features a darker region always gives thermal more weight and glare always does, before and after
   training; the content branch decides where the sources' own structure should win.
 * **DSFM** (detection-guided semantic fusion) at 1/8 resolution: cross-attention whose queries are the
-  concatenated semantic features and whose keys/values are features of a detection backbone (``guide``: a
-  frozen torch module mapping ``(B, 3, H, W)`` images to ``(B, guide_channels, h, w)`` features, run on both
-  sources). Without a backbone the keys/values are the semantic features themselves (self-guidance, the
-  paper's ablation; :attr:`AMFusion.guidance` says which). Keys/values are average-pooled by ``kv_pool`` so
+  concatenated semantic features and whose keys/values are features of a pretrained detection backbone, as in
+  the paper: :class:`DetectorGuide`, the stride-8 part of the package's YOLOX-nano detector (64 channels,
+  frozen), run on both sources (batched) and averaged. Without a backbone the keys/values are the semantic
+  features themselves (self-guidance, the paper's ablation; the shipped ``amfusion-s`` weights are
+  self-guided; :attr:`AMFusion.guidance` says which). Keys/values are average-pooled by ``kv_pool`` so
   attention is linear in the pixels.
 * **Decoder**: U-Net style upsampling of the fused semantic features with the fused spatial features as
   skips; the head predicts a residual (4 channels, pixel-shuffled to full resolution) on the full-resolution
   IDFM mix ``w_ir ir + (1 - w_ir) vis`` (``w_ir`` of the 1/2-resolution IDFM, upsampled). The head starts at
   zero, so an untrained network is exactly the illumination-guided mix. Output clamped to [0, 1].
+
+**Detector guidance** is chosen when the network is built: ``create_net("amfusion-s", guide=detector)`` with a
+:class:`~ivfusion_ros.detect.nets.yolox.YoloxNano` (e.g. from
+:func:`~ivfusion_ros.detect.ivdet.load_detector_weights`; ``ivfusion train --guide-detector PATH``) copies that
+detector's stride-8 backbone into the network as :attr:`AMFusion.det_guide`. The backbone is an ordinary, frozen
+part of the architecture: its weights are in the state dict, so the fusion weights file is self-contained, and
+its config records ``guide: "yolox-nano"`` and ``guide_channels: 64``, so :func:`create_net` rebuilds it (with
+placeholder weights, which the weights file then replaces) and inference never needs the detector file. The
+guided network runs at inference what it ran in training (a fusion network trained with guidance cannot drop
+it: DSFM's keys come from it). It is exported to ONNX like the self-guided one (the backbone is plain
+convolutions).
 """
 
 from __future__ import annotations
@@ -43,9 +55,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ivfusion_ros.detect.nets.yolox import Backbone, YoloxNano
 from ivfusion_ros.fusion.nets.registry import identify, register_net
 
-__all__ = ["DSFM", "IDFM", "AMFusion", "amfusion", "amfusion_s"]
+__all__ = ["DSFM", "GUIDES", "IDFM", "AMFusion", "DetectorGuide", "amfusion", "amfusion_s"]
+
+#: Detection backbones DSFM can attend to: config name -> channels of its features at 1/8 resolution.
+GUIDES = {"yolox-nano": 64}
 
 
 def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
@@ -161,8 +177,53 @@ class DSFM(nn.Module):
         return y + self.ffn(y)
 
 
+class DetectorGuide(nn.Module):
+    """The stride-8 part of a YOLOX-nano backbone (Focus stem, ``dark2``, ``dark3``), frozen, as DSFM's guide.
+
+    ``forward(x (B, 3, H, W) RGB in [0, 1]) -> (B, 64, H/8, W/8)``: exactly the first output of
+    ``YoloxNano.backbone`` on the detector's own input convention (``x.flip(1) * 255``, BGR 0-255). Only these
+    stages are kept: DSFM works at 1/8 resolution, and the deeper stages would be most of the detector's
+    parameters and time for features DSFM does not use.
+
+    It never trains: parameters have ``requires_grad`` off and :meth:`train` keeps it in eval mode. The weights
+    are copied from ``detector`` (so fine-tuning that detector later, as the bilevel training does, leaves the
+    guide as it was); without one they are placeholders for a state dict to replace.
+    """
+
+    arch = "yolox-nano"
+    channels = GUIDES["yolox-nano"]
+
+    def __init__(self, detector: YoloxNano | None = None) -> None:
+        super().__init__()
+        backbone = Backbone()  # the detector's own stage definitions, so the guide cannot drift from them
+        self.stem, self.dark2, self.dark3 = backbone.stem, backbone.dark2, backbone.dark3
+        if detector is not None:
+            src = detector.backbone
+            for name in ("stem", "dark2", "dark3"):
+                getattr(self, name).load_state_dict(getattr(src, name).state_dict())
+        self.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> DetectorGuide:
+        """Stay in eval mode whatever the parent does (the guide is a fixed feature extractor)."""
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flip(1) * 255.0  # RGB [0, 1] -> the BGR 0-255 the detector was trained on (YoloxNano.raw)
+        # Focus space-to-depth, in the order of yolox.Backbone.forward
+        x = torch.cat((x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]), dim=1)
+        return self.dark3(self.dark2(self.stem(x)))
+
+
 class AMFusion(nn.Module):
     """The AMFusion network; see the module docstring. ``forward(ir, vis, illum, glare) -> fused Y``.
+
+    Args:
+        guide_channels: 0, or the guide's channels (recorded in the config for the weights file).
+        guide: ``""`` (self-guided DSFM), or ``"yolox-nano"`` for a :class:`DetectorGuide` with placeholder
+            weights (what :func:`create_net` does when it rebuilds a network from a weights file's config), or
+            the :class:`DetectorGuide` itself (built from a detector; the registry's builder makes it from a
+            ``YoloxNano`` passed as ``guide``).
 
     Registry attributes (set by :func:`_create_amfusion`): ``variant``, ``family``, ``config``.
     """
@@ -173,20 +234,26 @@ class AMFusion(nn.Module):
 
     def __init__(self, channels: tuple[int, int, int] = (8, 16, 32), semantic_blocks: int = 1, heads: int = 2,
                  kv_pool: int = 8, idfm_hidden: int = 8, guide_channels: int = 0,
-                 guide: nn.Module | None = None) -> None:
+                 guide: str | DetectorGuide = "") -> None:
         super().__init__()
         c0, c1, c2 = channels
-        if (guide is None) != (guide_channels == 0):
-            raise ValueError("AMFusion: give both guide and guide_channels, or neither")
+        if isinstance(guide, str):
+            if guide and guide not in GUIDES:
+                raise ValueError(f"AMFusion: unknown guide {guide!r} (known: {', '.join(GUIDES)})")
+            guide = DetectorGuide() if guide else ""
+        if not isinstance(guide, (str, DetectorGuide)):
+            raise ValueError(f"AMFusion: guide must be a detector guide or its name, got {type(guide).__name__}")
+        want = guide.channels if isinstance(guide, DetectorGuide) else 0
+        if guide_channels not in (0, want):
+            raise ValueError(f"AMFusion: guide_channels {guide_channels} does not fit the guide "
+                             f"({want or 'none'})")
         self.enc_ir = Encoder(channels, semantic_blocks)
         self.enc_vis = Encoder(channels, semantic_blocks)
         self.idfm0 = IDFM(idfm_hidden)
         self.idfm1 = IDFM(idfm_hidden)
-        self.dsfm = DSFM(c2, heads, kv_pool, guide_channels)
-        self.guide = guide
-        if guide is not None:  # a pretrained detector backbone: guidance only, never trained by the fusion loss
-            guide.requires_grad_(False)
-            guide.eval()
+        self.dsfm = DSFM(c2, heads, kv_pool, want)
+        #: the frozen detection backbone DSFM attends to, or None (self-guided)
+        self.det_guide: DetectorGuide | None = guide if isinstance(guide, DetectorGuide) else None
         self.dec1 = nn.Sequential(_conv(c2 + c1, c1), _conv(c1, c1))
         self.dec0 = _conv(c1 + c0, c0)
         self.head = nn.Conv2d(c0, 4, 3, 1, 1)  # 4 = 2x2 full-resolution pixels per half-resolution pixel
@@ -195,22 +262,21 @@ class AMFusion(nn.Module):
         #: input height and width must be multiples of this (pixel unshuffle, then two stride-2 stages)
         self.multiple = 8
 
-    def train(self, mode: bool = True) -> AMFusion:
-        super().train(mode)
-        if self.guide is not None:  # keep the frozen backbone's normalisation statistics fixed
-            self.guide.eval()
-        return self
-
     @property
     def guidance(self) -> str:
         """``"detector-guided"`` with a detection backbone, ``"self-guided"`` without (DSFM's fallback)."""
-        return "detector-guided" if self.guide is not None else "self-guided"
+        return "detector-guided" if self.det_guide is not None else "self-guided"
 
-    def _guide_features(self, ir: torch.Tensor, vis: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        assert self.guide is not None
-        feats = [self.guide(x.expand(-1, 3, -1, -1)) for x in (ir, vis)]
-        feats = [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats]
-        return 0.5 * (feats[0] + feats[1])
+    def guide_features(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """DSFM's keys/values source: the mean of the guide's features of both sources, ``(B, 64, H/8, W/8)``.
+
+        Both sources go through the backbone in one batch (grey, as three equal channels: the detector was
+        fine-tuned on thermal images that way).
+        """
+        assert self.det_guide is not None
+        b = ir.shape[0]
+        f = self.det_guide(torch.cat((ir, vis), dim=0).expand(-1, 3, -1, -1))
+        return 0.5 * (f[:b] + f[b:])
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor, illum: torch.Tensor, glare: torch.Tensor) -> torch.Tensor:
         i0, i1, i2 = self.enc_ir(F.pixel_unshuffle(ir, 2))
@@ -218,7 +284,7 @@ class AMFusion(nn.Module):
         illum1, glare1 = F.avg_pool2d(illum, 2), F.avg_pool2d(glare, 2)
         f0, w0 = self.idfm0(i0, v0, illum1, glare1)
         f1, _ = self.idfm1(i1, v1, F.avg_pool2d(illum1, 2), F.avg_pool2d(glare1, 2))
-        g = self._guide_features(ir, vis, tuple(i2.shape[-2:])) if self.guide is not None else None
+        g = self.guide_features(ir, vis) if self.det_guide is not None else None
         s = self.dsfm(i2, v2, g)
         return decode_residual(self, s, f1, f0, w0, ir, vis)
 
@@ -240,12 +306,27 @@ def decode_residual(net: nn.Module, s: torch.Tensor, f1: torch.Tensor, f0: torch
 
 
 def _create_amfusion(variant: str, config: dict[str, Any], overrides: dict[str, Any]) -> AMFusion:
+    """Build and stamp an AMFusion; ``guide`` may be a name, a :class:`DetectorGuide` or a ``YoloxNano``.
+
+    A guided network's config records the guide's name and channels (never the module), so the weights file
+    rebuilds it; a self-guided one's config has no ``guide`` key, as before guidance existed (the shipped
+    weights' config hash is unchanged).
+    """
     cfg = {**config, **overrides}
     guide = cfg.pop("guide", None)
+    if guide is None:
+        guide = ""
+    elif isinstance(guide, YoloxNano):
+        guide = DetectorGuide(guide)
+    elif isinstance(guide, nn.Module) and not isinstance(guide, DetectorGuide):
+        raise TypeError(f"guide must be a YoloxNano detector, a DetectorGuide or {sorted(GUIDES)}, "
+                        f"got {type(guide).__name__}")
     cfg["channels"] = tuple(int(c) for c in cfg["channels"])
     if len(cfg["channels"]) != 3:
         raise TypeError(f"channels must be three numbers, got {cfg['channels']}")
     net = AMFusion(**cfg, guide=guide)
+    if net.det_guide is not None:
+        cfg["guide"], cfg["guide_channels"] = net.det_guide.arch, net.det_guide.channels
     return identify(net, variant, "amfusion", cfg)
 
 

@@ -49,6 +49,9 @@ detection and segmentation networks) a user attaches callables ``(fused (B, 1, H
 :meth:`TSJNet.attach_tasks` (or the ``detector`` / ``segmenter`` arguments); in training forward passes the network
 publishes their values as ``aux_losses["detection"]`` and ``["segmentation"]`` and the gradient reaches the fusion
 network through the fused image. The callables are not part of the network's parameters or weights file.
+The package's detector is one: :class:`~ivfusion_ros.train.fused_detection.DetectionTask` is the frozen YOLOX
+detector's training loss of the fused batch against the batch's boxes (``ivfusion train --variant tsjnet-s
+--guide-detector PATH`` attaches it and hands it each batch's boxes).
 """
 
 from __future__ import annotations

@@ -63,9 +63,6 @@ def save_weights(path: str | Path, net: nn.Module, meta: dict[str, Any] | None =
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     variant, config = net.variant, dict(net.config)
-    if getattr(net, "guide", None) is not None:
-        raise ModelError(f"{path}: saving a network with a detector guide module is not supported (the guide "
-                         "is not part of the weights file)")
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     blob = {"format": FORMAT, "format_version": FORMAT_VERSION, "variant": variant, "family": net.family,
             "config": config, "config_hash": config_hash(variant, config), "meta": dict(meta or {}),
