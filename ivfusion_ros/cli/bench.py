@@ -56,10 +56,14 @@ _TORCHSCRIPT_SUFFIXES = (".torchscript", ".ts", ".pt")
 
 
 def _detector_overrides(det: str, backend: str) -> dict:
-    """``hog``, ``none``, or a YOLO model file: TorchScript runs on torch, ONNX on ``backend`` (onnxruntime or
-    tensorrt; ``--set detector.backend=...`` also works)."""
+    """``ivdet`` (the shipped detector), ``hog``, ``none``, or a YOLO model file: TorchScript runs on torch, ONNX on
+    ``backend`` (onnxruntime or tensorrt; ``--set detector.backend=...`` also works). ``ivdet`` runs on ONNX Runtime,
+    ``ivdet:torch`` / ``ivdet:tensorrt`` on those backends."""
     if det in ("hog", "none"):
         return {"detector.type": det}
+    if det.startswith("ivdet"):
+        _, _, det_backend = det.partition(":")
+        return {"detector.type": "ivdet", "detector.backend": det_backend or "onnxruntime"}
     if Path(det).suffix in _TORCHSCRIPT_SUFFIXES:
         return {"detector.type": "yolo", "detector.model": det, "detector.backend": "torch"}
     return {"detector.type": "yolo", "detector.model": det, "detector.backend": backend}

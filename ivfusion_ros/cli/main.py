@@ -462,7 +462,8 @@ def bench_cmd(
     size: str = typer.Option("640x512", "--size", help="Resolution WxH, or several: 640x512,1280x1024."),
     variants: str = typer.Option("adaptive,average", "--variants", help="Comma-separated fusion variants."),
     detectors: str = typer.Option("hog,none", "--detectors",
-                                  help="Comma-separated detectors: hog, none, or paths to ONNX YOLO models."),
+                                  help="Comma-separated detectors: ivdet (or ivdet:torch, ivdet:tensorrt), hog, "
+                                       "none, or YOLO model files."),
     device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda, or several: cpu,cuda."),
     backends: str = typer.Option("torch", "--backends",
                                  help="Backends of learned variants' networks: torch,onnxruntime,tensorrt."),

@@ -501,14 +501,16 @@ def _detection_table(scope: Mapping[str, Any], title: str, dataset: str) -> Repo
     if not sources:
         return None
     classes = list(dict.fromkeys(c for _, d in sources for c, pc in d["per_class"].items() if pc.get("num_gt")))
-    columns = ["detector input", "mAP@0.5", "mAP@0.5:0.95", *(f"AP@0.5 {c}" for c in classes), "GT", "detections"]
+    columns = ["detector input", "mAP@0.5", "mAP@0.5:0.95", *(f"AP@0.5 {c}" for c in classes),
+               *(f"AP@0.5:0.95 {c}" for c in classes), "GT", "detections"]
     rows, bold = [], set()
     for name, d in sources:
         pcs = d["per_class"]
         rows.append([_source_label(name), _fmt(d["map50"]), _fmt(d["map50_95"]),
-                     *(_fmt(pcs.get(c, {}).get("ap50")) for c in classes), str(d["num_gt"]), str(d["num_det"])])
+                     *(_fmt(pcs.get(c, {}).get("ap50")) for c in classes),
+                     *(_fmt(pcs.get(c, {}).get("ap50_95")) for c in classes), str(d["num_gt"]), str(d["num_det"])])
     if len(rows) > 1:
-        for j in range(1, 3 + len(classes)):
+        for j in range(1, 3 + 2 * len(classes)):
             vals = [(float(r[j]), i) for i, r in enumerate(rows) if r[j] not in ("–", "inf")]
             if vals:
                 top = max(vals)[0]
