@@ -4,10 +4,13 @@ A data file (YAML) lists data sets and, for each, which inputs the detector is t
 
     classes: [person, bicycle, car]
     train:
-      - {root: /data/msrs/train, inputs: [fused, ir, vis]}   # registered pairs: ir/ + vi/
+      - {root: /data/msrs/train, inputs: [fused, ir, vis], repeat: 3}   # registered pairs: ir/ + vi/
       - {root: /data/msrs/ir_train, inputs: [ir]}            # thermal only: ir/
     val:
       - {root: /data/msrs/val, inputs: [fused, ir, vis]}
+
+``repeat`` (default 1) shows a data set's images that many times per epoch (each time augmented differently): a
+way to weight a small set of paired images against a large thermal-only one.
 
 Each data set holds ``ir/`` and/or ``vi/`` (the folder names :mod:`ivfusion_ros.eval.dataset` accepts) and YOLO
 labels: ``labels/{fusion,infrared,visible}/NAME.txt`` when the boxes were annotated per modality (fused inputs
@@ -67,6 +70,7 @@ class DetSample:
 class DataSpec:
     root: Path
     inputs: tuple[str, ...]
+    repeat: int = 1
 
 
 @dataclass
@@ -118,13 +122,19 @@ def read_data_file(path: str | Path) -> tuple[tuple[str, ...], list[DataSpec], l
         out = []
         for k, item in enumerate(items):
             if not isinstance(item, dict) or "root" not in item:
-                raise ConfigError(f"--data: {path}: {key}[{k}] needs 'root' (and optionally 'inputs')")
+                raise ConfigError(f"--data: {path}: {key}[{k}] needs 'root' (and optionally 'inputs', 'repeat')")
+            extra = set(item) - {"root", "inputs", "repeat"}
+            if extra:
+                raise ConfigError(f"--data: {path}: {key}[{k}]: unknown key(s) {sorted(extra)}")
+            repeat = item.get("repeat", 1)
+            if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
+                raise ConfigError(f"--data: {path}: {key}[{k}]: repeat must be a positive integer, got {repeat!r}")
             inputs = tuple(item.get("inputs") or INPUTS)
             bad = [i for i in inputs if i not in INPUTS]
             if bad:
                 raise ConfigError(f"--data: {path}: {key}[{k}]: unknown input {bad[0]!r}; valid: {', '.join(INPUTS)}")
             root = Path(str(item["root"])).expanduser()
-            out.append(DataSpec(root if root.is_absolute() else path.parent / root, inputs))
+            out.append(DataSpec(root if root.is_absolute() else path.parent / root, inputs, repeat))
         return out
 
     return tuple(classes), specs("train"), specs("val")
@@ -229,7 +239,9 @@ def load_detection_set(specs: Sequence[DataSpec], class_names: Sequence[str], cf
         if len(out.samples) == before:
             raise InputError(f"{spec.root}: no usable labelled image (skipped: {dict(out.skipped)})", reason="empty")
         counts = Counter(s.input for s in out.samples[before:])
-        out.sources.append({"root": str(spec.root), "images": len(names), "samples": dict(counts)})
+        out.samples.extend(out.samples[before:] * (spec.repeat - 1))  # the same arrays: no extra memory
+        out.sources.append({"root": str(spec.root), "images": len(names), "samples": dict(counts),
+                            "repeat": spec.repeat})
     return out
 
 

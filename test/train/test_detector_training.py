@@ -58,13 +58,14 @@ def test_load_makes_every_input_and_counts_what_it_skips(tmp_path: Path) -> None
     (tmp_path / "pairs" / "labels" / "visible" / "p2.txt").unlink()  # one modality unlabelled: skipped, counted
     (tmp_path / "pairs" / "ir" / "p1.png").write_bytes(b"not a png")  # unreadable: skipped, counted
     cv2.imwrite(str(tmp_path / "pairs" / "vi" / "lonely.png"), np.zeros((48, 64, 3), np.uint8))  # no partner
-    data = _data_yaml(tmp_path, "  - {root: pairs, inputs: [fused, ir, vis]}\n  - {root: ironly, inputs: [ir]}",
-                      "  - {root: pairs}")
+    data = _data_yaml(tmp_path, "  - {root: pairs, inputs: [fused, ir, vis]}\n"
+                                "  - {root: ironly, inputs: [ir], repeat: 2}", "  - {root: pairs}")
     classes, train, _ = read_data_file(data)
     assert classes == CLASSES and train[0].root == tmp_path / "pairs"
     ds = load_detection_set(train, classes)
     counts = {k: len(v) for k, v in ds.by_input().items()}
-    assert counts == {"fused": 2, "ir": 4, "vis": 1}
+    assert counts == {"fused": 2, "ir": 6, "vis": 1}  # the thermal-only set twice (repeat: 2)
+    assert ds.sources[1] == {"root": str(tmp_path / "ironly"), "images": 2, "samples": {"ir": 2}, "repeat": 2}
     assert ds.skipped == {"no label file (visible)": 1, "unreadable image": 1, "unpaired image": 1}
     s = ds.samples[0]
     assert s.image.shape == (48, 64, 3) and s.image.dtype == np.uint8
@@ -118,6 +119,8 @@ def test_data_sets_without_usable_images_or_labels(tmp_path: Path) -> None:
     ("classes: a\ntrain: [{root: x}]\nval: [{root: x}]\n", "'classes' must be a list"),
     ("classes: [a]\ntrain: [{root: x}]\nval: [{root: x}]\ntest: []\n", r"unknown key\(s\) \['test'\]"),
     ("[1, 2", "cannot read"),
+    ("classes: [a]\ntrain: [{root: x, repeat: 0}]\nval: [{root: x}]\n", "repeat must be a positive integer"),
+    ("classes: [a]\ntrain: [{root: x, weight: 2}]\nval: [{root: x}]\n", r"unknown key\(s\) \['weight'\]"),
 ])
 def test_data_file_errors(tmp_path: Path, text: str, match: str) -> None:
     path = tmp_path / "d.yaml"
