@@ -129,6 +129,9 @@ def read_data_file(path: str | Path) -> tuple[tuple[str, ...], list[DataSpec], l
             repeat = item.get("repeat", 1)
             if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
                 raise ConfigError(f"--data: {path}: {key}[{k}]: repeat must be a positive integer, got {repeat!r}")
+            if key == "val" and repeat != 1:
+                raise ConfigError(f"--data: {path}: val[{k}]: repeat is for training sets (validation counts each "
+                                  "image once)")
             inputs = tuple(item.get("inputs") or INPUTS)
             bad = [i for i in inputs if i not in INPUTS]
             if bad:

@@ -121,6 +121,7 @@ def test_data_sets_without_usable_images_or_labels(tmp_path: Path) -> None:
     ("[1, 2", "cannot read"),
     ("classes: [a]\ntrain: [{root: x, repeat: 0}]\nval: [{root: x}]\n", "repeat must be a positive integer"),
     ("classes: [a]\ntrain: [{root: x, weight: 2}]\nval: [{root: x}]\n", r"unknown key\(s\) \['weight'\]"),
+    ("classes: [a]\ntrain: [{root: x}]\nval: [{root: x, repeat: 2}]\n", "repeat is for training sets"),
 ])
 def test_data_file_errors(tmp_path: Path, text: str, match: str) -> None:
     path = tmp_path / "d.yaml"
