@@ -43,6 +43,7 @@ from ivfusion_ros.fusion.learned import run_padded
 from ivfusion_ros.fusion.nets.losses import create_loss
 from ivfusion_ros.fusion.nets.registry import create_net
 from ivfusion_ros.fusion.nets.weights import save_weights
+from ivfusion_ros.io.atomic import atomic_path
 from ivfusion_ros.runtime.device import resolve_device
 from ivfusion_ros.train.data import Pair, PairSet, load_pairs
 from ivfusion_ros.train.fused_detection import (
@@ -236,22 +237,25 @@ def training_record(cfg: TrainConfig, training_data: Any, validation_data: Any, 
 
 
 def _write_csv(path: Path, rows: list[dict[str, float]], columns: Sequence[str] = CSV_COLUMNS) -> None:
-    with path.open("w", newline="") as f:
+    """``metrics.csv``, rewritten whole each epoch (atomically: an interrupt leaves the previous epoch's file)."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(columns))
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{r[k]:.6g}" if isinstance(r.get(k), float) else r.get(k, "")) for k in columns})
 
 
-def _load_checkpoint(path: Path) -> dict[str, Any]:
+def _load_checkpoint(path: Path, kind: str = "ivfusion-train-checkpoint",
+                     what: str = "an ivfusion training checkpoint") -> dict[str, Any]:
+    """The ``--resume`` checkpoint of kind ``kind``; a :class:`ModelError` naming the file otherwise."""
     if not path.is_file():
         raise ModelError(f"--resume: checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ModelError(f"--resume: cannot read checkpoint {path}: {type(err).__name__}: {str(err)[:200]}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != "ivfusion-train-checkpoint":
-        raise ModelError(f"--resume: {path} is not an ivfusion training checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
+        raise ModelError(f"--resume: {path} is not {what}")
     return ckpt
 
 
@@ -425,9 +429,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
         row = epoch_row(epoch, step, opt.param_groups[0]["lr"], sums, steps, net, val, device, t0)
         history.append(row)
         _write_csv(csv_path, history, csv_columns(loss_fn.term_names))
-        torch.save({"kind": "ivfusion-train-checkpoint", "config": asdict(cfg), "epoch": epoch, "step": step,
-                    "net": net.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-                    "history": history}, ckpt_path)
+        with atomic_path(ckpt_path) as tmp:  # a Ctrl-C while saving keeps the previous epoch's checkpoint
+            torch.save({"kind": "ivfusion-train-checkpoint", "config": asdict(cfg), "epoch": epoch, "step": step,
+                        "net": net.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                        "history": history}, tmp)
         if log is not None:
             val_txt = " ".join(f"{k}={row[f'val_{k}']:.3f}" for k in VAL_METRICS if f"val_{k}" in row)
             log(f"epoch {epoch}/{cfg.epochs} loss {row['loss']:.4f} lr {row['lr']:.2e} {val_txt} "

@@ -1,0 +1,22 @@
+"""``atomic_path``: the target is replaced whole on success and untouched on failure, with no temp files left."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ivfusion_ros.io.atomic import atomic_path
+
+
+def test_replaces_on_success_and_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "f.txt"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp != target
+        tmp.write_text("one")
+    assert target.read_text() == "one"
+    with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise KeyboardInterrupt
+    assert target.read_text() == "one"
+    assert [p.name for p in target.parent.iterdir()] == ["f.txt"]
