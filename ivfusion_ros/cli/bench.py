@@ -61,7 +61,7 @@ def _detector_overrides(det: str, backend: str) -> dict:
     ``ivdet:torch`` / ``ivdet:tensorrt`` on those backends."""
     if det in ("hog", "none"):
         return {"detector.type": det}
-    if det.startswith("ivdet"):
+    if det == "ivdet" or det.startswith("ivdet:"):  # not a model file that happens to start with "ivdet"
         _, _, det_backend = det.partition(":")
         return {"detector.type": "ivdet", "detector.backend": det_backend or "onnxruntime"}
     if Path(det).suffix in _TORCHSCRIPT_SUFFIXES:

@@ -438,20 +438,32 @@ def train_detector_cmd(
     resume: Path | None = typer.Option(None, "--resume", help="Continue from a last.pt checkpoint."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     threads: int = typer.Option(2, "--threads", min=0, help="CPU threads for torch (0: torch's default)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Pipeline parameter YAML that makes the fused "
+                                                                    "and thermal training images (the node's)."),
+    sets: list[str] | None = typer.Option(None, "--set", "-s", help="Pipeline override for the training images, "
+                                                                    "e.g. --set fusion.variant=max (repeatable)."),
 ) -> None:
     """Fine-tune the package's detector (YOLOX-nano) on labelled fused / thermal / visible images."""
     import sys
 
     from ivfusion_ros.cli.train_detector import parse_size, run_train_detector
+    from ivfusion_ros.config import load_config
     from ivfusion_ros.train.detector_trainer import DetectorTrainConfig
 
     try:
         ids = [int(v) for v in init_class_ids.split(",") if v.strip()]
     except ValueError:
         raise ConfigError(f"--init-class-ids expects comma-separated integers, got {init_class_ids!r}") from None
-    cfg = DetectorTrainConfig(data=str(data), out=str(out), init=init, init_class_ids=ids, epochs=epochs, batch=batch,
-                              lr=lr, warmup_steps=warmup_steps, input_size=parse_size(input_size), mosaic=mosaic,
-                              limit=limit, seed=seed, device=device, threads=threads)
+    overrides = parse_sets(sets)
+    load_config(config, overrides)  # a bad parameter fails now, not after the data is read
+
+    def absolute(p: str | Path | None) -> str:  # the checkpoint stores them: --resume may run from elsewhere
+        return str(Path(p).expanduser().resolve()) if p else ""
+
+    cfg = DetectorTrainConfig(data=absolute(data), out=str(out), init=absolute(init), init_class_ids=ids,
+                              epochs=epochs, batch=batch, lr=lr, warmup_steps=warmup_steps,
+                              input_size=parse_size(input_size), mosaic=mosaic, limit=limit, seed=seed, device=device,
+                              threads=threads, config=absolute(config), sets=overrides)
     run_train_detector(cfg, resume, sys.argv[2:] if len(sys.argv) > 2 else [], console)
 
 

@@ -30,16 +30,26 @@ from ivfusion_ros.detect.nets.yolox import YoloxNano
 from ivfusion_ros.detect.registry import register_detector
 from ivfusion_ros.detect.yolo import YoloDetector
 from ivfusion_ros.errors import ConfigError, ModelError
+from ivfusion_ros.io.atomic import atomic_path
 from ivfusion_ros.runtime.backend import Backend, BackendOptions, TorchBackend
 
 __all__ = ["ARCH", "KIND", "SHIPPED", "IvdetDetector", "export_detector_onnx", "load_detector_weights",
-           "save_detector_weights", "shipped_model"]
+           "require_onnx", "save_detector_weights", "shipped_model"]
 
 KIND = "ivfusion-detector"
 ARCH = "yolox-nano"
 #: The shipped weights: ``detect/weights/ivdet-n.{pt,onnx}``.
 SHIPPED = Path(__file__).resolve().parent / "weights" / "ivdet-n"
 OUTPUT_NAME = "output0"
+
+
+def require_onnx(why: str) -> Any:
+    """The ``onnx`` module, or a :class:`ModelError` saying to install it (it is not a run-time requirement)."""
+    try:
+        import onnx
+    except ImportError:
+        raise ModelError(f"{why} needs the onnx package: pip install onnx") from None
+    return onnx
 
 
 def shipped_model(backend: str) -> Path:
@@ -53,9 +63,8 @@ def save_detector_weights(net: YoloxNano, path: str | Path, input_size: tuple[in
     path = Path(path)
     blob = {"kind": KIND, "arch": ARCH, "class_names": list(net.class_names), "input_size": list(input_size),
             "meta": meta or {}, "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}}
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
     return path
 
 
@@ -93,25 +102,23 @@ def load_detector_weights(path: str | Path) -> tuple[YoloxNano, dict[str, Any]]:
 def export_detector_onnx(net: YoloxNano, path: str | Path, input_size: tuple[int, int], opset: int = 17) -> Path:
     """Export ``net`` to ONNX with a fixed ``(1, 3, h, w)`` input ``images`` and the decoded ``(1, N, 5 + C)``
     output, class names in the ``names`` metadata (as Ultralytics writes them). Written atomically."""
-    import onnx
-
+    onnx = require_onnx("exporting the detector to ONNX")
     path = Path(path)
     w, h = input_size
-    tmp = path.with_name(f".{path.name}.tmp")
     net = net.eval()
-    try:
-        torch.onnx.export(net, (torch.zeros(1, 3, h, w),), str(tmp), input_names=["images"],
-                          output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False)
-        model = onnx.load(str(tmp))
-        for key, value in (("names", json.dumps(dict(enumerate(net.class_names)))),
-                           ("imgsz", json.dumps([h, w])), ("arch", ARCH)):
-            entry = model.metadata_props.add()
-            entry.key, entry.value = key, value
-        onnx.save(model, str(tmp))
-    except Exception as err:
-        tmp.unlink(missing_ok=True)
-        raise ModelError(f"exporting the detector to ONNX failed: {type(err).__name__}: {str(err)[:200]}") from None
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        try:
+            torch.onnx.export(net, (torch.zeros(1, 3, h, w),), str(tmp), input_names=["images"],
+                              output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False)
+            model = onnx.load(str(tmp))
+            for key, value in (("names", json.dumps(dict(enumerate(net.class_names)))),
+                               ("imgsz", json.dumps([h, w])), ("arch", ARCH)):
+                entry = model.metadata_props.add()
+                entry.key, entry.value = key, value
+            onnx.save(model, str(tmp))
+        except Exception as err:
+            raise ModelError(f"exporting the detector to ONNX failed: {type(err).__name__}: {str(err)[:200]}"
+                             ) from None
     return path
 
 
@@ -138,7 +145,7 @@ class IvdetDetector(YoloDetector):
                 raise ModelError(f"detector.backend {cfg.backend} needs the .onnx of {model}; none beside it "
                                  f"(ivfusion train-detector writes both)")
             model = str(onnx_path)
-        super().__init__(replace(cfg, model=model or "<in-memory>"), device, threads, runtime)
+        super().__init__(replace(cfg, model=model), device, threads, runtime)
 
     def _load_torch(self, model: str, options: BackendOptions) -> tuple[Backend, tuple[int | None, ...]]:
         if self._network is not None:

@@ -48,6 +48,9 @@ __all__ = [
     "VIS_DIR_NAMES",
     "Dataset",
     "LabelSet",
+    "find_image_dir",
+    "find_yolo_classes",
+    "image_files",
     "open_dataset",
     "open_datasets",
 ]
@@ -167,7 +170,8 @@ class Dataset:
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def _images(folder: Path) -> dict[str, Path]:
+def image_files(folder: Path) -> dict[str, Path]:
+    """The images of ``folder`` by file stem (two files with one stem are an error: which one pairs?)."""
     out: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
@@ -177,7 +181,8 @@ def _images(folder: Path) -> dict[str, Path]:
     return out
 
 
-def _find_subdir(root: Path, names: Sequence[str], what: str) -> Path:
+def find_image_dir(root: Path, names: Sequence[str], what: str) -> Path:
+    """The first sub-folder of ``root`` named one of ``names`` (case-insensitive), e.g. :data:`IR_DIR_NAMES`."""
     subdirs = {p.name.casefold(): p for p in sorted(root.iterdir()) if p.is_dir()}
     for n in names:
         if n in subdirs:
@@ -198,7 +203,7 @@ def _dir(path: Path, what: str) -> Path:
 
 
 def _pair(ir_dir: Path, vis_dir: Path) -> tuple[list[ImagePair], tuple[int, int]]:
-    a, b = _images(ir_dir), _images(vis_dir)
+    a, b = image_files(ir_dir), image_files(vis_dir)
     names = sorted(a.keys() & b.keys())
     if not names:
         raise InputError(
@@ -263,7 +268,9 @@ def _find_labels(root: Path) -> tuple[str, Path] | None:
     return None
 
 
-def _yolo_classes(label_dir: Path, root: Path | None, classes: Path | None) -> Path:
+def find_yolo_classes(label_dir: Path, root: Path | None, classes: Path | None, hint: str = "pass --classes FILE"
+                      ) -> Path:
+    """``classes`` if given, else the first ``classes.txt`` in the label folder, its parent or ``root``."""
     if classes is not None:
         return classes
     candidates = [label_dir / "classes.txt", label_dir.parent / "classes.txt"]
@@ -273,8 +280,8 @@ def _yolo_classes(label_dir: Path, root: Path | None, classes: Path | None) -> P
         if c.is_file():
             return c
     tried = ", ".join(str(c) for c in dict.fromkeys(candidates))
-    raise InputError(f"YOLO labels in {label_dir} need class names: no classes.txt found ({tried}); "
-                     f"pass --classes FILE", reason="missing")  # fmt: skip
+    raise InputError(f"YOLO labels in {label_dir} need class names: no classes.txt found ({tried}); {hint}",
+                     reason="missing")
 
 
 def _load_labels(fmt: str, path: Path, root: Path | None, classes: Path | None,
@@ -304,7 +311,7 @@ def _load_labels(fmt: str, path: Path, root: Path | None, classes: Path | None,
                 seen.update(dict.fromkeys(gt.class_names))
             table = tuple(seen)
         return LabelSet("voc", path, table, classes, records), len(files)
-    classes_file = _yolo_classes(path, root, classes)
+    classes_file = find_yolo_classes(path, root, classes)
     table = load_yolo_classes(classes_file)
     files = _label_files(path, ".txt")
     records = {stem: load_yolo(f, (1, 1), table) for stem, f in files.items() if stem in names}
@@ -348,8 +355,8 @@ def open_dataset(
         ir_dir = _dir(_resolve(Path(ir), root), "--ir")
         vis_dir = _dir(_resolve(Path(vis), root), "--vis")
     elif root is not None:
-        ir_dir = _find_subdir(root, IR_DIR_NAMES, "thermal")
-        vis_dir = _find_subdir(root, VIS_DIR_NAMES, "visible")
+        ir_dir = find_image_dir(root, IR_DIR_NAMES, "thermal")
+        vis_dir = find_image_dir(root, VIS_DIR_NAMES, "visible")
     else:
         raise ConfigError("no data set: give a data set folder, or --ir and --vis folders")
     if limit is not None and limit < 1:

@@ -18,7 +18,8 @@ take ``fusion``, thermal ``infrared``, visible ``visible``), else ``labels/NAME.
 ``labels/classes.txt``. Label classes are matched to the detector's by name.
 
 The images are made the way the pipeline makes them at run time, so the detector trains on what it will see:
-``fused`` is :class:`~ivfusion_ros.pipeline.Pipeline` output with the configured fusion, ``ir`` the pipeline's
+``fused`` is :class:`~ivfusion_ros.pipeline.Pipeline` output with the configured fusion (``fused:max``,
+``fused:amfusion``...: with that variant instead, so one detector learns several), ``ir`` the pipeline's
 normalised, registered thermal (grey, three equal channels), ``vis`` the visible image. They are computed once
 at load time and kept as uint8.
 
@@ -41,17 +42,31 @@ import torch
 
 from ivfusion_ros.config import PipelineConfig, update_config
 from ivfusion_ros.errors import ConfigError, InputError
-from ivfusion_ros.eval.dataset import IR_DIR_NAMES, VIS_DIR_NAMES
+from ivfusion_ros.eval.dataset import IR_DIR_NAMES, VIS_DIR_NAMES, find_image_dir, find_yolo_classes, image_files
 from ivfusion_ros.eval.labels import load_yolo, load_yolo_classes
-from ivfusion_ros.io.images import IMAGE_SUFFIXES, read_thermal, read_visible
+from ivfusion_ros.fusion.registry import list_fusers
+from ivfusion_ros.io.images import read_thermal, read_visible
+from ivfusion_ros.pipeline import Pipeline
 
-__all__ = ["INPUTS", "LABEL_SUBDIRS", "Augment", "DataSpec", "DetSample", "DetectionSet", "letterbox_sample",
-           "load_detection_set", "read_data_file"]
+__all__ = ["INPUTS", "LABEL_SUBDIRS", "Augment", "DataSpec", "DetSample", "DetectionSet", "collate",
+           "known_variants", "load_detection_set", "read_data_file"]
 
-#: Images a detector can be trained on: the fused image, thermal alone, visible alone.
+#: Images a detector can be trained on: the fused image, thermal alone, visible alone. ``fused:VARIANT`` (e.g.
+#: ``fused:max``) is the image of another fusion variant than the configured one, so that one detector can serve
+#: several variants.
 INPUTS = ("fused", "ir", "vis")
 #: Per-modality label folder of each input (MSRS's annotation layout).
 LABEL_SUBDIRS = {"fused": "fusion", "ir": "infrared", "vis": "visible"}
+
+
+def known_variants() -> list[str]:
+    """Fusion variants ``fused:VARIANT`` can name."""
+    return [f.name for f in list_fusers()]
+
+
+def _kind(inp: str) -> str:
+    """``"fused:max"`` -> ``"fused"``."""
+    return inp.partition(":")[0]
 PAD = 114
 
 
@@ -132,10 +147,15 @@ def read_data_file(path: str | Path) -> tuple[tuple[str, ...], list[DataSpec], l
             if key == "val" and repeat != 1:
                 raise ConfigError(f"--data: {path}: val[{k}]: repeat is for training sets (validation counts each "
                                   "image once)")
-            inputs = tuple(item.get("inputs") or INPUTS)
-            bad = [i for i in inputs if i not in INPUTS]
-            if bad:
-                raise ConfigError(f"--data: {path}: {key}[{k}]: unknown input {bad[0]!r}; valid: {', '.join(INPUTS)}")
+            inputs = tuple(str(i) for i in item.get("inputs") or INPUTS)
+            for i in inputs:
+                kind, _, variant = i.partition(":")
+                if kind not in INPUTS or (variant and kind != "fused"):
+                    raise ConfigError(f"--data: {path}: {key}[{k}]: unknown input {i!r}; valid: "
+                                      f"{', '.join(INPUTS)}, fused:VARIANT")
+                if variant and variant not in known_variants():
+                    raise ConfigError(f"--data: {path}: {key}[{k}]: {i!r}: unknown fusion variant {variant!r}; "
+                                      f"valid: {', '.join(known_variants())}")
             root = Path(str(item["root"])).expanduser()
             out.append(DataSpec(root if root.is_absolute() else path.parent / root, inputs, repeat))
         return out
@@ -143,20 +163,19 @@ def read_data_file(path: str | Path) -> tuple[tuple[str, ...], list[DataSpec], l
     return tuple(classes), specs("train"), specs("val")
 
 
-def _find_dir(root: Path, names: Sequence[str]) -> Path | None:
-    by_name = {p.name.casefold(): p for p in root.iterdir() if p.is_dir()} if root.is_dir() else {}
-    return next((by_name[n] for n in names if n in by_name), None)
-
-
-def _images(folder: Path | None) -> dict[str, Path]:
-    if folder is None:
-        return {}
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+def _images(root: Path, names: Sequence[str], what: str) -> dict[str, Path]:
+    """The images of ``root``'s thermal or visible folder by stem; none when the folder does not exist."""
+    try:
+        return image_files(find_image_dir(root, names, what))
+    except InputError as err:
+        if err.reason == "missing":
+            return {}
+        raise
 
 
 def _label_dir(root: Path, inp: str) -> Path:
     base = root / "labels"
-    sub = base / LABEL_SUBDIRS[inp]
+    sub = base / LABEL_SUBDIRS[_kind(inp)]
     if sub.is_dir():
         return sub
     if base.is_dir():
@@ -166,13 +185,8 @@ def _label_dir(root: Path, inp: str) -> Path:
 
 def _class_map(label_dir: Path, root: Path, class_names: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray]:
     """The label files' class table and its mapping onto ``class_names`` (by name, case-insensitive)."""
-    for cand in (label_dir / "classes.txt", label_dir.parent / "classes.txt", root / "classes.txt"):
-        if cand.is_file():
-            names = load_yolo_classes(cand)
-            break
-    else:
-        raise InputError(f"{label_dir}: no classes.txt found (in the label folder, labels/ or {root})",
-                         reason="missing")
+    cand = find_yolo_classes(label_dir, root, None, hint="add one with a class name per line")
+    names = load_yolo_classes(cand)
     lookup = {n.casefold(): i for i, n in enumerate(class_names)}
     missing = [n for n in names if n.casefold() not in lookup]
     if missing:
@@ -194,18 +208,16 @@ def load_detection_set(specs: Sequence[DataSpec], class_names: Sequence[str], cf
         InputError: a folder, ``classes.txt`` or every image of a data set is missing, or a label line is
             malformed (``file:line``). ConfigError: label classes the detector does not have.
     """
-    from ivfusion_ros.pipeline import Pipeline
-
     cfg = update_config(cfg or PipelineConfig(), **{"detector.type": "none"})
-    pipe = Pipeline(cfg)
+    pipes = _Pipelines(cfg)
     out = DetectionSet()
     for spec in specs:
         if not spec.root.is_dir():
             raise InputError(f"data set folder not found: {spec.root}", reason="missing")
-        ir = _images(_find_dir(spec.root, IR_DIR_NAMES))
-        vis = _images(_find_dir(spec.root, VIS_DIR_NAMES))
-        need_ir = any(i in ("fused", "ir") for i in spec.inputs)
-        need_vis = any(i in ("fused", "vis") for i in spec.inputs)
+        ir = _images(spec.root, IR_DIR_NAMES, "thermal")
+        vis = _images(spec.root, VIS_DIR_NAMES, "visible")
+        need_ir = any(_kind(i) in ("fused", "ir") for i in spec.inputs)
+        need_vis = any(_kind(i) in ("fused", "vis") for i in spec.inputs)
         if need_ir and not ir:
             raise InputError(f"{spec.root}: inputs {list(spec.inputs)} need thermal images in one of "
                              f"{'/'.join(IR_DIR_NAMES)}/, found none", reason="missing")
@@ -225,13 +237,13 @@ def load_detection_set(specs: Sequence[DataSpec], class_names: Sequence[str], cf
             for inp, (folder, table, to_ours) in maps.items():
                 f = folder / f"{name}.txt"
                 if not f.exists():
-                    out.skipped[f"no label file ({LABEL_SUBDIRS[inp]})"] += 1
+                    out.skipped[f"no label file ({LABEL_SUBDIRS[_kind(inp)]})"] += 1
                     continue
                 labels[inp] = (f, table, to_ours)
             if not labels:
                 continue
             try:
-                images = _make_inputs(pipe, ir.get(name), vis.get(name), tuple(labels))
+                images = pipes.make(ir.get(name), vis.get(name), tuple(labels))
             except InputError:
                 out.skipped["unreadable image"] += 1
                 continue
@@ -248,33 +260,48 @@ def load_detection_set(specs: Sequence[DataSpec], class_names: Sequence[str], cf
     return out
 
 
-def _make_inputs(pipe, ir_path: Path | None, vis_path: Path | None, inputs: Sequence[str]) -> dict[str, np.ndarray]:
-    pipe.reset()  # unrelated images: no AGC smoothing from the previous one
-    if vis_path is None:
-        assert ir_path is not None
-        return {"ir": pipe.process_single(read_thermal(ir_path), "thermal").fused}
-    rgb = read_visible(vis_path)
-    if ir_path is None:
-        return {"vis": rgb}
-    res = pipe.process(read_thermal(ir_path), rgb, keep_inputs=True)
-    assert res.thermal is not None and res.rgb is not None
-    return {"fused": res.fused, "ir": np.repeat(res.thermal[:, :, None], 3, axis=2), "vis": res.rgb}
+class _Pipelines:
+    """One :class:`~ivfusion_ros.pipeline.Pipeline` for the configured fusion and one per other ``fused:VARIANT``."""
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        self.cfg = cfg
+        self._pipes: dict[str, Pipeline] = {"": Pipeline(cfg)}
+
+    def _pipe(self, variant: str) -> Pipeline:
+        if variant not in self._pipes:
+            self._pipes[variant] = Pipeline(update_config(self.cfg, **{"fusion.variant": variant,
+                                                                       "fusion.variant_day": "",
+                                                                       "fusion.variant_night": ""}))
+        return self._pipes[variant]
+
+    def make(self, ir_path: Path | None, vis_path: Path | None, inputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """The images of ``inputs`` for one pair (or single image), made as the node makes them.
+
+        Thermal alone is the pipeline's thermal-only path (its own geometry, as degraded mode shows it); thermal of
+        a pair is the registered thermal (the RGB geometry, in which paired labels are given).
+        """
+        kinds = {_kind(i) for i in inputs}
+        pipe = self._pipe("")
+        pipe.reset()  # unrelated images: no AGC smoothing from the previous one
+        if kinds == {"ir"} or vis_path is None:
+            assert ir_path is not None
+            return {"ir": pipe.process_single(read_thermal(ir_path), "thermal").fused}
+        rgb = read_visible(vis_path)
+        if kinds == {"vis"} or ir_path is None:
+            return {"vis": rgb}
+        thermal = read_thermal(ir_path)
+        res = pipe.process(thermal, rgb, keep_inputs=True)
+        assert res.thermal is not None and res.rgb is not None
+        out = {"fused": res.fused, "ir": np.repeat(res.thermal[:, :, None], 3, axis=2), "vis": res.rgb}
+        for inp in inputs:
+            if ":" in inp:
+                other = self._pipe(inp.partition(":")[2])
+                other.reset()
+                out[inp] = other.process(thermal, rgb).fused
+        return out
 
 
 # ------------------------------------------------------------------------------------------- augmentation
-
-
-def letterbox_sample(image: np.ndarray, boxes: np.ndarray, width: int, height: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Letterbox like inference does (:class:`~ivfusion_ros.detect.letterbox.Letterbox`): image and boxes."""
-    h, w = image.shape[:2]
-    r = min(width / w, height / h)
-    nw, nh = round(w * r), round(h * r)
-    left, top = round((width - nw) / 2 - 0.1), round((height - nh) / 2 - 0.1)
-    canvas = np.full((height, width, 3), PAD, np.uint8)
-    canvas[top:top + nh, left:left + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    b = boxes * np.array([nw / w, nh / h, nw / w, nh / h], np.float32) + np.array([left, top, left, top], np.float32)
-    return canvas, b
 
 
 @dataclass
@@ -314,7 +341,7 @@ class Augment:
         r = min(self.width / w, self.height / h) * math.exp(rng.uniform(math.log(self.scale[0]),
                                                                          math.log(self.scale[1])))
         nw, nh = max(1, round(w * r)), max(1, round(h * r))
-        img = cv2.resize(s.image, (nw, nh), interpolation=cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR)
+        img = cv2.resize(s.image, (nw, nh), interpolation=cv2.INTER_LINEAR)  # as the inference letterbox does
         return img, s.boxes * np.float32(r)
 
     def _paste(self, canvas: np.ndarray, img: np.ndarray, boxes: np.ndarray, x: int, y: int

@@ -16,7 +16,6 @@ seeded with ``(seed, e)``, so a resumed run draws the batches the uninterrupted 
 from __future__ import annotations
 
 import copy
-import csv
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -28,13 +27,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from ivfusion_ros.config import DetectorConfig
-from ivfusion_ros.detect.ivdet import IvdetDetector, export_detector_onnx, load_detector_weights, save_detector_weights
+from ivfusion_ros.config import DetectorConfig, PipelineConfig, load_config
+from ivfusion_ros.detect.ivdet import (
+    IvdetDetector,
+    export_detector_onnx,
+    load_detector_weights,
+    require_onnx,
+    save_detector_weights,
+)
 from ivfusion_ros.detect.nets.yolox import YoloxNano, load_onnx_weights
 from ivfusion_ros.detect.nets.yolox_loss import DetectionLoss
 from ivfusion_ros.errors import ConfigError, ModelError
 from ivfusion_ros.eval.detection import DetectionEvaluator
 from ivfusion_ros.eval.labels import GroundTruth
+from ivfusion_ros.io.atomic import atomic_path
 from ivfusion_ros.runtime.device import resolve_device
 from ivfusion_ros.train.detection_data import (
     Augment,
@@ -44,6 +50,7 @@ from ivfusion_ros.train.detection_data import (
     load_detection_set,
     read_data_file,
 )
+from ivfusion_ros.train.trainer import _cosine, _load_checkpoint, _write_csv
 
 __all__ = ["DetectorTrainConfig", "DetectorTrainResult", "build_network", "train_detector", "validate_detector"]
 
@@ -66,6 +73,8 @@ class DetectorTrainConfig:
         limit: at most this many images per data set (quick runs, tests).
         device, threads: where to train.
         score_threshold: detection score kept for validation mAP.
+        config, sets: the pipeline parameter file and ``--set`` overrides that make the ``fused`` and ``ir`` images
+            (the fusion variant the detector will see in the node); default: the package defaults.
         command: the command line, recorded in the weights' metadata.
     """
 
@@ -88,6 +97,8 @@ class DetectorTrainConfig:
     device: str = "cpu"
     threads: int = 0
     score_threshold: float = 0.01
+    config: str = ""
+    sets: dict[str, Any] = field(default_factory=dict)
     command: str = ""
 
     def check(self) -> None:
@@ -115,6 +126,11 @@ class DetectorTrainResult:
     seconds: float
 
 
+def pipeline_config(cfg: DetectorTrainConfig) -> PipelineConfig:
+    """The pipeline configuration that makes the training images (``cfg.config`` + ``cfg.sets``)."""
+    return load_config(cfg.config or None, cfg.sets or None)
+
+
 def build_network(cfg: DetectorTrainConfig, class_names: Sequence[str]) -> YoloxNano:
     """The starting network: ``cfg.init`` loaded onto a YOLOX-nano with ``class_names``.
 
@@ -139,7 +155,7 @@ def build_network(cfg: DetectorTrainConfig, class_names: Sequence[str]) -> Yolox
 
 
 def validate_detector(net: YoloxNano, samples: Sequence[DetSample], input_size: Sequence[int],
-                      score_threshold: float = 0.01) -> dict[str, float]:
+                      score_threshold: float = 0.01, device: torch.device | str = "cpu") -> dict[str, float]:
     """COCO mAP of ``net`` per input kind: ``{"map50_fused": ..., "map50_95_fused": ..., ..., "map50": mean}``.
 
     Runs the network through :class:`~ivfusion_ros.detect.ivdet.IvdetDetector` (torch backend, the letterbox, decode
@@ -147,7 +163,7 @@ def validate_detector(net: YoloxNano, samples: Sequence[DetSample], input_size: 
     """
     cfg = DetectorConfig(type="ivdet", backend="torch", score_threshold=score_threshold,
                          input_size=tuple(input_size), max_detections=300)
-    det = IvdetDetector(cfg, device="cpu", network=copy.deepcopy(net).cpu().eval())
+    det = IvdetDetector(cfg, device=str(device), network=copy.deepcopy(net).eval())
     groups: dict[str, list[DetSample]] = {}
     for s in samples:
         groups.setdefault(s.input, []).append(s)
@@ -183,43 +199,15 @@ class _Ema:
 
 
 def _lr_factor(step: int, total: int, warmup: int, floor: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then the cosine of the other trainers down to ``floor``."""
     if step < warmup:
         return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return _cosine(step - warmup, total - warmup, floor)
 
 
-def _columns(val_keys: Sequence[str]) -> list[str]:
+def _columns(rows: Sequence[dict[str, float]]) -> list[str]:
+    val_keys = sorted({k for r in rows for k in r if k.startswith("val_")})
     return ["epoch", "step", "lr", "loss", *LOSS_TERMS, *val_keys, "seconds"]
-
-
-def _write_csv(path: Path, rows: list[dict[str, float]]) -> None:
-    keys = sorted({k for r in rows for k in r if k.startswith("val_")})
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=_columns(keys))
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r.get(k), float) else r.get(k, "")) for k in _columns(keys)})
-    tmp.replace(path)
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ModelError(f"--resume: checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ModelError(f"--resume: cannot read checkpoint {path}: {type(err).__name__}: {str(err)[:160]}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND:
-        raise ModelError(f"--resume: {path} is not an ivfusion detector training checkpoint")
-    return ckpt
 
 
 def _describe(data: DetectionSet) -> dict[str, Any]:
@@ -246,10 +234,14 @@ def train_detector(cfg: DetectorTrainConfig, resume: str | Path | None = None,
         ConfigError, InputError, ModelError: bad settings, data or weights (messages name the file).
     """
     t_start = time.perf_counter()
+    require_onnx("train-detector (it writes best.onnx)")  # before any work, not after the first epoch
     ckpt = None
     if resume is not None:
-        ckpt = _load_checkpoint(Path(resume))
-        saved = DetectorTrainConfig(**ckpt["config"])
+        ckpt = _load_checkpoint(Path(resume), CHECKPOINT_KIND, "an ivfusion detector training checkpoint")
+        try:
+            saved = DetectorTrainConfig(**ckpt["config"])
+        except (KeyError, TypeError) as err:
+            raise ModelError(f"--resume: {resume} was written by another version of train-detector ({err})") from None
         saved.epochs, saved.out, saved.threads = cfg.epochs, cfg.out, cfg.threads
         cfg = saved
     cfg.check()
@@ -263,8 +255,9 @@ def train_detector(cfg: DetectorTrainConfig, resume: str | Path | None = None,
     if data is None:
         classes, train_specs, val_specs = read_data_file(cfg.data)
         limit = cfg.limit or None
-        train_set = load_detection_set(train_specs, classes, limit=limit)
-        val_set = load_detection_set(val_specs, classes, limit=limit)
+        pipe_cfg = pipeline_config(cfg)
+        train_set = load_detection_set(train_specs, classes, pipe_cfg, limit=limit)
+        val_set = load_detection_set(val_specs, classes, pipe_cfg, limit=limit)
     else:
         classes, train_set, val_set = data
     if len(train_set) == 0:
@@ -276,7 +269,8 @@ def train_detector(cfg: DetectorTrainConfig, resume: str | Path | None = None,
         say(f"{name}: {len(ds)} images {counts}, {boxes} boxes{skipped}")
 
     torch.manual_seed(cfg.seed)
-    net = build_network(cfg, classes).to(device).train()
+    # a resumed run takes every weight from the checkpoint: the init file is not needed (nor read) again
+    net = (YoloxNano(classes) if ckpt is not None else build_network(cfg, classes)).to(device).train()
     w, h = cfg.input_size
     grid, strides = net.grid(h, w, device)
     loss_fn = DetectionLoss(net.num_classes)
@@ -292,11 +286,15 @@ def train_detector(cfg: DetectorTrainConfig, resume: str | Path | None = None,
     best: dict[str, float] = {}
     first_epoch, step = 1, 0
     if ckpt is not None:
-        net.load_state_dict(ckpt["net"])
-        ema.net.load_state_dict(ckpt["ema"])
-        ema.updates = int(ckpt["ema_updates"])
-        opt.load_state_dict(ckpt["optimizer"])
-        first_epoch, step = int(ckpt["epoch"]) + 1, int(ckpt["step"])
+        try:
+            net.load_state_dict(ckpt["net"])
+            ema.net.load_state_dict(ckpt["ema"])
+            opt.load_state_dict(ckpt["optimizer"])
+            ema.updates = int(ckpt["ema_updates"])
+            first_epoch, step = int(ckpt["epoch"]) + 1, int(ckpt["step"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            raise ModelError(f"--resume: {resume} does not fit this run (classes {list(classes)}): "
+                             f"{str(err).strip().splitlines()[0][:160]}") from None
         history = [dict(r) for r in ckpt["history"]]
         best = dict(ckpt.get("best") or {})
     augment = Augment(w, h, mosaic=cfg.mosaic, photometric=cfg.photometric)
@@ -304,7 +302,8 @@ def train_detector(cfg: DetectorTrainConfig, resume: str | Path | None = None,
     best_pt, best_onnx = out / "best.pt", out / "best.onnx"
     record = {"training_data": _describe(train_set), "validation_data": _describe(val_set), "command": cfg.command,
               "init": Path(cfg.init).name if cfg.init else "", "input_size": [w, h], "batch": cfg.batch,
-              "lr": cfg.lr, "seed": cfg.seed, "device": str(device), "torch": str(torch.__version__)}
+              "lr": cfg.lr, "seed": cfg.seed, "device": str(device), "torch": str(torch.__version__),
+              "pipeline": {"config": cfg.config, "set": dict(cfg.sets)}}
 
     last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     samples = train_set.samples
@@ -333,21 +332,27 @@ def train_detector(cfg: DetectorTrainConfig, resume: str | Path | None = None,
                 progress(step, total)
         row: dict[str, float] = {"epoch": epoch, "step": step, "lr": opt.param_groups[0]["lr"],
                                  **{k: v / steps for k, v in sums.items()}}
-        val = validate_detector(ema.net, val_set.samples, cfg.input_size, cfg.score_threshold) if len(val_set) else {}
+        val = validate_detector(ema.net, val_set.samples, cfg.input_size, cfg.score_threshold,
+                                device=device) if len(val_set) else {}
         row.update({f"val_{k}": v for k, v in val.items()})
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
-        _write_csv(csv_path, history)
-        meta = {**record, "epochs": epoch, "planned_epochs": cfg.epochs, "steps": step,
-                "val": {k: v for k, v in val.items()},
-                "trained": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        if not best or val.get("map50", -1.0) > best.get("val_map50", -1.0):
+        # an epoch without a validation score (no validation boxes) counts as an improvement: the latest wins
+        score = val.get("map50", math.nan)
+        improved = not best or math.isnan(score) or score > best.get("val_map50", -1.0)
+        if improved:
             best = {k: v for k, v in row.items() if k.startswith("val_") or k == "epoch"}
+        # checkpoint first: whatever interrupts the writes below, --resume finds this epoch
+        with atomic_path(ckpt_path) as tmp:
+            torch.save({"kind": CHECKPOINT_KIND, "config": asdict(cfg), "epoch": epoch, "step": step,
+                        "net": net.state_dict(), "ema": ema.net.state_dict(), "ema_updates": ema.updates,
+                        "optimizer": opt.state_dict(), "history": history, "best": best}, tmp)
+        _write_csv(csv_path, history, _columns(history))
+        if improved:
+            meta = {**record, "epochs": epoch, "planned_epochs": cfg.epochs, "steps": step, "val": dict(val),
+                    "trained": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
             save_detector_weights(ema.net, best_pt, (w, h), meta)
             export_detector_onnx(copy.deepcopy(ema.net).cpu(), best_onnx, (w, h))
-        _atomic_save({"kind": CHECKPOINT_KIND, "config": asdict(cfg), "epoch": epoch, "step": step,
-                      "net": net.state_dict(), "ema": ema.net.state_dict(), "ema_updates": ema.updates,
-                      "optimizer": opt.state_dict(), "history": history, "best": best}, ckpt_path)
         val_txt = " ".join(f"{k[4:]}={row[k]:.3f}" for k in row if k.startswith("val_map50") and "95" not in k)
         say(f"epoch {epoch}/{cfg.epochs} loss {row['loss']:.3f} (iou {row['iou']:.3f} obj {row['obj']:.3f} "
             f"cls {row['cls']:.3f}) lr {row['lr']:.2e} {val_txt} ({row['seconds']:.0f} s)")

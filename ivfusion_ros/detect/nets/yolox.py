@@ -195,9 +195,7 @@ class YoloxNano(nn.Module):
         self.head = Head(len(self.class_names))
         with torch.no_grad():  # random init for [0, 1] inputs: the stem sees 0-255 (pretrained weights replace it)
             self.backbone.stem.conv.weight.div_(255.0)
-        self._grid_key: tuple[int, int, torch.device] | None = None
-        self._grid = torch.zeros(0, 2)
-        self._strides = torch.zeros(0)
+        self._grids: dict[tuple[int, int, torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def num_classes(self) -> int:
@@ -213,18 +211,20 @@ class YoloxNano(nn.Module):
         outs = self.head(self.neck(self.backbone(x)))
         return torch.cat([o.flatten(2) for o in outs], dim=2).transpose(1, 2)
 
-    def grid(self, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """:func:`make_grid` for this input size, cached."""
-        if self._grid_key != (h, w, device):
-            self._grid, self._strides = make_grid(h, w, device)
-            self._grid_key = (h, w, device)
-        return self._grid, self._strides
+    def grid(self, h: int, w: int, device: torch.device, dtype: torch.dtype = torch.float32
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`make_grid` for this input size as ``dtype`` on ``device``, made once (not per frame)."""
+        key = (h, w, torch.device(device), dtype)
+        if key not in self._grids:
+            grid, strides = make_grid(h, w, key[2])
+            self._grids[key] = grid.to(dtype), strides.to(dtype)
+        return self._grids[key]
 
     def decode(self, raw: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """:meth:`raw` output -> ``(B, N, 5 + C)`` boxes ``cx, cy, w, h`` in pixels and sigmoid scores."""
-        grid, strides = self.grid(h, w, raw.device)
-        s = strides[:, None].to(raw.dtype)
-        xy = (raw[..., :2] + grid.to(raw.dtype)) * s
+        grid, strides = self.grid(h, w, raw.device, raw.dtype)
+        s = strides[:, None]
+        xy = (raw[..., :2] + grid) * s
         wh = raw[..., 2:4].clamp(max=12.0).exp() * s
         return torch.cat((xy, wh, raw[..., 4:].sigmoid()), dim=-1)
 
@@ -258,8 +258,11 @@ def load_onnx_weights(net: YoloxNano, path: str | Path, class_ids: Sequence[int]
     Raises:
         ModelError: the file is not an ONNX model, or its convolutions do not match YOLOX-nano's.
     """
-    import onnx
-    from onnx import numpy_helper
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        raise ModelError(f"reading {path} needs the onnx package: pip install onnx") from None
 
     path = Path(path)
     try:
@@ -278,6 +281,8 @@ def load_onnx_weights(net: YoloxNano, path: str | Path, class_ids: Sequence[int]
     if len(convs) != len(layers):
         raise ModelError(f"{path}: {len(convs)} convolutions, YOLOX-nano has {len(layers)}; not a YOLOX-nano export")
     ids = list(class_ids) if class_ids is not None else list(range(net.num_classes))
+    if any(i < 0 for i in ids):
+        raise ModelError(f"class ids must be >= 0, got {ids}")
     cls_preds = {id(m) for m in net.head.cls_preds}
     with torch.no_grad():
         for k, ((weight, bias), layer) in enumerate(zip(convs, layers, strict=True)):
