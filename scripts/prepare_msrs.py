@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import subprocess
 import sys
 import tarfile
@@ -97,15 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labels", type=Path, required=True, help="clone of Lele-3/MSRS-detection-label")
     ap.add_argument("--split", type=Path, required=True, help="folder with train.txt, val.txt, test.txt")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="times the paired train images count per epoch against the 1,083 thermal-only ones")
     args = ap.parse_args(argv)
 
     pairs, ir_only, labels = Source(args.seafusion), Source(args.spgfusion), Source(args.labels)
     ir = pairs.files("datasets/test_imgs/ir")
     vi = pairs.files("datasets/test_imgs/vi")
+    boxes = {m: labels.files(f"{m}/test") for m in MODALITIES}
     for split in SPLITS:
         names = _names(args.split / f"{split}.txt")
         root = args.out / split
-        boxes = {m: labels.files(f"{m}/test") for m in MODALITIES}
         missing = [n for n in names if f"{n}.png" not in ir or f"{n}.png" not in vi]
         if missing:
             sys.exit(f"error: {len(missing)} pair(s) of {split}.txt are not in {args.seafusion}: {missing[:5]}")
@@ -113,37 +116,50 @@ def main(argv: list[str] | None = None) -> int:
         # `ivfusion eval OUT/test-day,OUT/test-night` reports day and night separately and pooled
         for folder, keep in ((root, names), (args.out / f"{split}-day", [n for n in names if n.endswith("D")]),
                              (args.out / f"{split}-night", [n for n in names if n.endswith("N")])):
+            unlabelled = dict.fromkeys(MODALITIES, 0)
             for n in keep:
                 _write(folder / "ir", f"{n}.png", ir[f"{n}.png"])
                 _write(folder / "vi", f"{n}.png", vi[f"{n}.png"])
                 for m in MODALITIES:
-                    _write(folder / "labels" / m, f"{n}.txt", boxes[m].get(f"{n}.txt", b""))
+                    # no file is not "no objects": leave it missing, the trainer and eval count it
+                    if f"{n}.txt" in boxes[m]:
+                        _write(folder / "labels" / m, f"{n}.txt", boxes[m][f"{n}.txt"])
+                    else:
+                        unlabelled[m] += 1
             _classes(folder / "labels")
-            print(f"{folder.name}: {len(keep)} pairs -> {folder}")
+            missing = ", ".join(f"{m} {k}" for m, k in unlabelled.items() if k)
+            print(f"{folder.name}: {len(keep)} pairs -> {folder}" + (f" (no label file: {missing})" if missing else ""))
 
     train_ir = ir_only.files("MSRS/Infrared/train/MSRS")
     train_boxes = labels.files("infrared/train")
     root = args.out / "ir_train"
-    kept = 0
+    kept = unlabelled = 0
     for name, data in sorted(train_ir.items()):
         stem = Path(name).stem
         if not name.endswith(".png") or "checkpoint" in stem:
             continue
         _write(root / "ir", name, data)
-        _write(root / "labels" / "infrared", f"{stem}.txt", train_boxes.get(f"{stem}.txt", b""))
+        if f"{stem}.txt" in train_boxes:
+            _write(root / "labels" / "infrared", f"{stem}.txt", train_boxes[f"{stem}.txt"])
+        else:
+            unlabelled += 1
         kept += 1
     _classes(root / "labels")
-    print(f"ir_train: {kept} infrared images -> {root}")
+    print(f"ir_train: {kept} infrared images -> {root}" + (f" (no label file: {unlabelled})" if unlabelled else ""))
 
     out = args.out.resolve()
+
+    def q(p: Path) -> str:  # a JSON string is a YAML string: paths with ': ' or '#' stay paths
+        return json.dumps(str(p))
+
     (args.out / "data.yaml").write_text(
         "# ivfusion train-detector data (written by scripts/prepare_msrs.py)\n"
         f"classes: [{', '.join(CLASSES)}]\n"
         "train:\n"
-        f"  - {{root: {out / 'train'}, inputs: [fused, ir, vis]}}\n"
-        f"  - {{root: {out / 'ir_train'}, inputs: [ir]}}\n"
+        f"  - {{root: {q(out / 'train')}, inputs: [fused, ir, vis], repeat: {args.repeat}}}\n"
+        f"  - {{root: {q(out / 'ir_train')}, inputs: [ir]}}\n"
         "val:\n"
-        f"  - {{root: {out / 'val'}, inputs: [fused, ir, vis]}}\n"
+        f"  - {{root: {q(out / 'val')}, inputs: [fused, ir, vis]}}\n"
     )
     print(f"wrote {args.out / 'data.yaml'}")
     return 0

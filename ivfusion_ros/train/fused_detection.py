@@ -184,12 +184,9 @@ class LabelledPairs:
             centre = (bx[:, :2] + bx[:, 2:]) / 2
             inside = (centre >= 0).all(1) & (centre < crop).all(1)
             bx, cl = np.clip(bx[inside], 0, crop), p.classes[inside]
-            if rng.random() < 0.5:
+            if rng.random() < 0.5:  # horizontal only: the detector never saw upside-down people or cars
                 a, v = a[:, ::-1], v[:, ::-1]
                 bx = np.stack((crop - bx[:, 2], bx[:, 1], crop - bx[:, 0], bx[:, 3]), 1)
-            if rng.random() < 0.5:
-                a, v = a[::-1], v[::-1]
-                bx = np.stack((bx[:, 0], crop - bx[:, 3], bx[:, 2], crop - bx[:, 1]), 1)
             ir[b, 0], vis[b, 0] = a, v
             out.append((bx.reshape(-1, 4).astype(np.float32), cl))
             labelled[b] = p.labelled

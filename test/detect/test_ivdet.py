@@ -20,15 +20,8 @@ from ivfusion_ros.detect.ivdet import (
 from ivfusion_ros.detect.nets.yolox import STRIDES, YoloxNano, load_onnx_weights, make_grid
 from ivfusion_ros.errors import ModelError
 
-pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")]
 
 
 def _random_net(seed: int = 0, names=("person", "bicycle", "car")) -> YoloxNano:

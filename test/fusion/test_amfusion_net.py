@@ -16,6 +16,8 @@ from ivfusion_ros.fusion.nets import create_net, list_nets, net_info
 from ivfusion_ros.fusion.nets.amfusion import DSFM, GUIDES, IDFM, DetectorGuide
 from ivfusion_ros.fusion.nets.weights import build_from_weights, load_weights, save_weights
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = {"channels": (4, 8, 8), "semantic_blocks": 1, "heads": 2, "kv_pool": 2, "idfm_hidden": 4}
 
 
@@ -91,7 +93,6 @@ def test_idfm_moves_towards_ir_in_the_dark_and_in_glare() -> None:
 
 def test_detector_guide_is_the_detectors_stride8_backbone() -> None:
     """The guide computes exactly the detector's stride-8 feature, on the detector's own input convention."""
-    torch.set_num_threads(1)
     det = random_detector()
     guide = DetectorGuide(det)
     x = torch.rand(2, 3, 32, 48)
@@ -109,7 +110,6 @@ def test_detector_guide_is_the_detectors_stride8_backbone() -> None:
 
 
 def test_dsfm_attends_to_the_detector() -> None:
-    torch.set_num_threads(1)
     det = random_detector()
     net = create_net("amfusion-s", **TINY, guide=det)
     plain = create_net("amfusion-s", **TINY)
@@ -155,7 +155,6 @@ def test_bad_guides_are_config_errors(bad: dict) -> None:
 
 def test_guided_weights_carry_the_backbone(tmp_path: Path) -> None:
     """The weights file rebuilds the guided network without the detector file: same output."""
-    torch.set_num_threads(1)
     net = create_net("amfusion-s", **TINY, guide=random_detector()).eval()
     nn.init.normal_(net.head.weight, std=0.1)
     wf = load_weights(save_weights(tmp_path / "g.pt", net))
@@ -173,7 +172,6 @@ def test_guided_onnx_export_parity(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed")
     from ivfusion_ros.runtime.export import PARITY_TOL, export_onnx
 
-    torch.set_num_threads(1)
     net = create_net("amfusion-s", **TINY, guide=random_detector()).eval()
     nn.init.normal_(net.head.weight, std=0.1)
     res = export_onnx(net, tmp_path / "g.onnx", exporter="torchscript")

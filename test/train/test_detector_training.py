@@ -16,17 +16,10 @@ from ivfusion_ros.errors import ConfigError, InputError, ModelError
 from ivfusion_ros.train.detection_data import Augment, DetectionSet, DetSample, load_detection_set, read_data_file
 from ivfusion_ros.train.detector_trainer import DetectorTrainConfig, build_network, train_detector
 
-pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")]
 
 CLASSES = ("person", "bicycle", "car")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _write_set(root: Path, n: int = 3, vis: bool = True, classes: str = "person\nbicycle\ncar\n") -> None:
@@ -58,13 +51,16 @@ def test_load_makes_every_input_and_counts_what_it_skips(tmp_path: Path) -> None
     (tmp_path / "pairs" / "labels" / "visible" / "p2.txt").unlink()  # one modality unlabelled: skipped, counted
     (tmp_path / "pairs" / "ir" / "p1.png").write_bytes(b"not a png")  # unreadable: skipped, counted
     cv2.imwrite(str(tmp_path / "pairs" / "vi" / "lonely.png"), np.zeros((48, 64, 3), np.uint8))  # no partner
-    data = _data_yaml(tmp_path, "  - {root: pairs, inputs: [fused, ir, vis]}\n"
+    data = _data_yaml(tmp_path, "  - {root: pairs, inputs: [fused, ir, vis, 'fused:max']}\n"
                                 "  - {root: ironly, inputs: [ir], repeat: 2}", "  - {root: pairs}")
     classes, train, _ = read_data_file(data)
     assert classes == CLASSES and train[0].root == tmp_path / "pairs"
     ds = load_detection_set(train, classes)
     counts = {k: len(v) for k, v in ds.by_input().items()}
-    assert counts == {"fused": 2, "ir": 6, "vis": 1}  # the thermal-only set twice (repeat: 2)
+    assert counts == {"fused": 2, "fused:max": 2, "ir": 6, "vis": 1}  # the thermal-only set twice (repeat: 2)
+    by = ds.by_input()
+    # fused:max is the pixel-wise maximum of the registered thermal (220 in the box) and the visible (90) luma
+    assert by["fused:max"][0].image[20, 24].min() >= 200 and by["fused:max"][0].image[5, 5].max() <= 100
     assert ds.sources[1] == {"root": str(tmp_path / "ironly"), "images": 2, "samples": {"ir": 2}, "repeat": 2}
     assert ds.skipped == {"no label file (visible)": 1, "unreadable image": 1, "unpaired image": 1}
     s = ds.samples[0]
@@ -116,6 +112,8 @@ def test_data_sets_without_usable_images_or_labels(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "match"), [
     ("classes: [a]\ntrain: []\nval: [{root: x}]\n", "'train' must list at least one data set"),
     ("classes: [a]\ntrain: [{root: x, inputs: [depth]}]\nval: [{root: x}]\n", "unknown input 'depth'"),
+    ("classes: [a]\ntrain: [{root: x, inputs: ['fused:magic']}]\nval: [{root: x}]\n", "unknown fusion variant 'magic'"),
+    ("classes: [a]\ntrain: [{root: x, inputs: ['ir:max']}]\nval: [{root: x}]\n", "unknown input 'ir:max'"),
     ("classes: a\ntrain: [{root: x}]\nval: [{root: x}]\n", "'classes' must be a list"),
     ("classes: [a]\ntrain: [{root: x}]\nval: [{root: x}]\ntest: []\n", r"unknown key\(s\) \['test'\]"),
     ("[1, 2", "cannot read"),
@@ -194,19 +192,28 @@ def test_simota_gives_every_object_anchors_near_it() -> None:
     assert ((iou >= 0) & (iou <= 1)).all()
 
 
-def test_training_from_scratch_lowers_the_loss_and_resumes(tmp_path: Path) -> None:
-    """From random weights: the loss falls; an interrupted run resumes where it stopped, with complete files."""
-    data = (("person", "car"), _planted(48, 0), _planted(8, 1))
-    cfg = DetectorTrainConfig(out=str(tmp_path / "run"), epochs=4, batch=8, lr=3e-3, warmup_steps=5,
-                              input_size=[128, 96], mosaic=0.0)
+def test_training_lowers_the_loss_and_a_resumed_run_ends_where_the_uninterrupted_one_does(tmp_path: Path) -> None:
+    """From random weights the loss falls; stopped after epoch 2 and resumed, a run ends with exactly the weights,
+    EMA and history of the run that was never interrupted (same batches, optimizer and schedule state)."""
+    data = (("person", "car"), _planted(40, 0), _planted(4, 1))
+    kw = dict(epochs=4, batch=8, lr=3e-3, warmup_steps=5, input_size=[128, 96], mosaic=0.0)
+    whole = train_detector(DetectorTrainConfig(out=str(tmp_path / "whole"), **kw), data=data)
+    loss = [r["loss"] for r in whole.history]
+    assert loss[-1] < 0.95 * loss[0], loss
+
+    cfg = DetectorTrainConfig(out=str(tmp_path / "parts"), **kw)
     first = train_detector(cfg, data=data, stop_after=2)
     assert first.epochs == 2 and first.checkpoint.is_file() and first.weights.is_file()
-    result = train_detector(cfg, resume=first.checkpoint, data=data)
-    rows = list(csv.DictReader(result.csv.open()))
+    resumed = train_detector(cfg, resume=first.checkpoint, data=data)
+    rows = list(csv.DictReader(resumed.csv.open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
-    loss = [float(r["loss"]) for r in rows]
-    assert loss[-1] < 0.95 * loss[0], loss
-    assert result.weights.is_file() and result.onnx.is_file()
+    a = torch.load(whole.checkpoint, weights_only=True)
+    b = torch.load(resumed.checkpoint, weights_only=True)
+    for key in ("net", "ema"):
+        for name, tensor in a[key].items():
+            torch.testing.assert_close(b[key][name], tensor, rtol=0, atol=0, msg=f"{key}.{name}")
+    assert [r["loss"] for r in b["history"]] == [r["loss"] for r in a["history"]]
+    assert resumed.weights.is_file() and resumed.onnx.is_file()
 
 
 SHIPPED_PT = Path(__file__).resolve().parents[2] / "ivfusion_ros" / "detect" / "weights" / "ivdet-n.pt"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train.tiny_detector import changed, random_detector, save_random_detector, snapshot, write_labelled_pairs
+from train.tiny_detector import random_detector, save_random_detector, write_labelled_pairs
 from typer.testing import CliRunner
 
 from ivfusion_ros.cli.main import app
@@ -35,9 +35,7 @@ def det_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_random_detector(tmp_path_factory.mktemp("det") / "det.pt")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(pair_dir: Path, out: Path, det_file: Path, **kw: object) -> TrainConfig:
@@ -134,7 +132,6 @@ def test_tsjnet_detection_task_trains_fusion_not_detector(pair_dir: Path) -> Non
 
 
 def test_tsjnet_training_with_guide_detector(pair_dir: Path, det_file: Path, tmp_path: Path) -> None:
-    before = snapshot(load_detector_weights(det_file)[0])
     cfg = _cfg(pair_dir, tmp_path, det_file, variant="tsjnet-s", net=dict(TSJ), epochs=2, val_pairs=0)
     res = train(cfg)
     assert all(r["detection"] > 0 for r in res.history)
@@ -142,7 +139,6 @@ def test_tsjnet_training_with_guide_detector(pair_dir: Path, det_file: Path, tmp
     assert wf.meta["loss_weights"]["detection"] == 0.1  # the default weight, recorded
     assert wf.meta["guide_detector"]["use"] == "detection loss"
     assert wf.state_dict.keys() == create_net("tsjnet-s", **TSJ).state_dict().keys()  # no detector in them
-    assert not changed(load_detector_weights(det_file)[0], before)
     with pytest.raises(ConfigError, match="labelled pairs"):
         train(_cfg(pair_dir, tmp_path / "x", det_file, variant="tsjnet-s", net=dict(TSJ)),
               data=load_pairs(str(pair_dir), min_side=32))

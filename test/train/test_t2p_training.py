@@ -30,6 +30,8 @@ from ivfusion_ros.train.bilevel import (
 )
 from ivfusion_ros.train.fused_detection import FusedDetectionLoss, to_targets
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = {"channels": [4, 8, 8], "semantic_blocks": 1, "heads": 2, "kv_pool": 2, "gate_hidden": 4, "codebook_size": 8,
         "prompts": ["night street, highlight pedestrians"]}
 
@@ -68,7 +70,6 @@ def test_training_reduces_the_loss_and_logs_commitment(pair_dir: Path, tmp_path:
 
 def _tiny_setup(seed: int = 0) -> tuple[torch.nn.Module, FusedDetectionLoss, torch.optim.Optimizer,
                                         torch.optim.Optimizer]:
-    torch.set_num_threads(1)
     torch.manual_seed(seed)
     net = create_net("t2p-s", **TINY).train()
     detector = random_detector(seed).train()
