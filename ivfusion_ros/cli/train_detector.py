@@ -32,7 +32,9 @@ def run_train_detector(cfg: DetectorTrainConfig, resume: Path | None, argv: list
     cfg.command = shlex.join(["ivfusion", "train-detector", *argv])
     with progress_bar(console, "train-detector") as update:
         try:
-            result = train_detector(cfg, resume=resume, progress=update, log=console.print)
+            # one line per epoch, never wrapped: logs of background runs are read with grep
+            result = train_detector(cfg, resume=resume, progress=update,
+                                    log=lambda line: console.print(line, soft_wrap=True, highlight=False))
         except KeyboardInterrupt:
             last = Path(cfg.out) / "last.pt"
             console.print(f"interrupted: the last finished epoch is kept in {last} (continue with --resume {last})"
