@@ -366,4 +366,4 @@ class YoloDetector(Detector):
             assert self.model is not None
             runtime = self.model.providers[0].replace("ExecutionProvider", "") if self.model.providers else "?"
         size = f"{self._input_w}x{self._input_h}"
-        return f"yolo {Path(self.cfg.model).name} ({self._layout or 'auto'}, {size}, {runtime})"
+        return f"{self.name} {Path(self.cfg.model).name} ({self._layout or 'auto'}, {size}, {runtime})"

@@ -132,6 +132,7 @@ def test_same_detections_on_torch_and_onnxruntime(weights: Path) -> None:
         det = create_detector(cfg)
         assert isinstance(det, IvdetDetector) and det.input_size == (160, 128)
         assert det.class_names == ("person", "bicycle", "car")
+        assert det.describe().startswith("ivdet det.")  # the status message says which detector runs
         results[backend] = det.detect(img)
     a, b = results["torch"], results["onnxruntime"]
     assert len(a) > 0 and len(a) == len(b)
