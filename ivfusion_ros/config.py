@@ -188,17 +188,19 @@ class DetectorConfig:
     """Object detection on the fused (or one source) image."""
 
     type: str = param(
-        "hog",
-        "Detector: hog (OpenCV people detector, no weights), yolo (an ONNX model), or none.",
+        "ivdet",
+        "Detector: ivdet (the package's person/bicycle/car detector for fused, thermal and RGB images; shipped "
+        "weights), hog (OpenCV people detector, no weights), yolo (your YOLO model), or none.",
         choices=("ivdet", "hog", "yolo", "none"),
         runtime=False,
     )
     model: str = param(
-        "", "YOLO model when type is yolo: an .onnx file (onnxruntime, tensorrt) or a TorchScript file (torch).",
+        "", "Model file. ivdet: '' = the shipped weights, or a train-detector .pt (torch) / .onnx; yolo: an .onnx "
+        "file (onnxruntime, tensorrt) or a TorchScript file (torch).",
         runtime=False,
     )
     backend: str = param(
-        "onnxruntime", "Runtime of the yolo model: onnxruntime, tensorrt or torch.",
+        "onnxruntime", "Runtime of the ivdet or yolo model: onnxruntime, tensorrt or torch.",
         choices=("onnxruntime", "tensorrt", "torch"), runtime=False,
     )
     input: str = param(
@@ -215,7 +217,7 @@ class DetectorConfig:
     max_detections: int = param(100, "Maximum detections kept per frame.", lo=1, hi=10000)
     input_size: tuple[int, ...] = param(
         (0, 0),
-        "Network input [width, height] for yolo ([0, 0] = from the model, else 640x640).",
+        "Network input [width, height] for ivdet/yolo ([0, 0] = from the model, else 640x640).",
         lo=0,
         hi=8192,
         runtime=False,

@@ -38,7 +38,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("rate", default_value="10.0", description="Camera rate of the scene in Hz."),
         DeclareLaunchArgument("variant", default_value="", description="Fusion variant ('' = adaptive)."),
         DeclareLaunchArgument("device", default_value="", description="auto, cpu or cuda ('' = auto)."),
-        DeclareLaunchArgument("detector", default_value="", description="hog, yolo or none ('' = hog)."),
+        DeclareLaunchArgument("detector", default_value="", description="ivdet, hog, yolo or none ('' = ivdet)."),
         DeclareLaunchArgument("log_level", default_value="info"),
         OpaqueFunction(function=_actions),
     ])

@@ -82,8 +82,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("compressed", default_value="",
                               description="true: subscribe to <topic>/compressed ('' = from params_file)."),
         DeclareLaunchArgument("detector", default_value="",
-                              description="Detector: hog, yolo or none ('' = from params_file)."),
+                              description="Detector: ivdet, hog, yolo or none ('' = from params_file)."),
         DeclareLaunchArgument("model", default_value="",
-                              description="ONNX model for detector yolo ('' = from params_file)."),
+                              description="Model file for detector ivdet or yolo ('' = from params_file)."),
     ]
     return LaunchDescription([*args, OpaqueFunction(function=_node)])

@@ -34,7 +34,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 ConfigOpt = typer.Option(None, "--config", "-c", help="ROS 2 parameter YAML (default: built-in defaults).")
 SetOpt = typer.Option(None, "--set", "-s", help="Override a parameter: --set fusion.levels=3 (repeatable).")
 VariantOpt = typer.Option(None, "--variant", "-v", help="Fusion variant (shorthand for --set fusion.variant=...).")
-DetectorOpt = typer.Option(None, "--detector", "-d", help="Detector type: hog, yolo or none.")
+DetectorOpt = typer.Option(None, "--detector", "-d", help="Detector type: ivdet (default), hog, yolo or none.")
 
 
 def handle_errors(fn: F) -> F:
