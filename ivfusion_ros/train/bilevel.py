@@ -175,7 +175,7 @@ def train_bilevel(cfg: TrainConfig, bcfg: BilevelConfig, progress: Callable[[int
         ModelError: the detector file is missing or unreadable. ConfigError: bad options, no labelled pairs, or
             label classes the detector does not have.
     """
-    from ivfusion_ros.detect.ivdet import save_detector_weights, shipped_model
+    from ivfusion_ros.detect.ivdet import export_detector_onnx, save_detector_weights, shipped_model
 
     t_start = time.perf_counter()
     cfg.check()
@@ -248,10 +248,15 @@ def train_bilevel(cfg: TrainConfig, bcfg: BilevelConfig, progress: Callable[[int
                        "final_detection_loss": last["detection"]}
     weights = save_weights(out / f"{cfg.variant}.pt", net.cpu(), meta)
     size = header.get("input_size")
-    det_file = save_detector_weights(detector.cpu().eval(), out / "detector.pt",
-                                     tuple(size) if isinstance(size, list) and len(size) == 2 else (cfg.crop, cfg.crop),
+    det_size = tuple(size) if isinstance(size, list) and len(size) == 2 else (cfg.crop, cfg.crop)
+    det_file = save_detector_weights(detector.cpu().eval(), out / "detector.pt", det_size,
                                      {"fine_tuned_from": str(det_path), "by": "ivfusion train --bilevel",
                                       "fusion_weights": weights.name, "command": cfg.command})
+    try:  # ivdet's default backend (ONNX Runtime) loads the .onnx beside a .pt
+        export_detector_onnx(detector, out / "detector.onnx", det_size)
+    except ModelError as err:
+        if log is not None:
+            log(f"detector.onnx not written ({err}); detector.pt runs with detector.backend torch")
     net.to(device)
     return TrainResult(weights, det_file, out / "metrics.csv", cfg.epochs, step, history,
                        time.perf_counter() - t_start)

@@ -214,6 +214,12 @@ def test_cli_bilevel_and_prompt_options(pair_dir: Path, det_file: Path, tmp_path
     assert wf.config["prompts"] == ["pedestrians", "vehicles"] and wf.config["text_source"] == "hash:16"
     assert "bilevel" in wf.meta and "fine-tuned detector" in r.output
     assert (tmp_path / "detector.pt").is_file()
+    # the fine-tuned detector runs as ivdet on the default backend (ONNX Runtime, which loads the .onnx beside it)
+    from ivfusion_ros.config import DetectorConfig
+    from ivfusion_ros.detect import create_detector
+
+    det = create_detector(DetectorConfig(type="ivdet", model=str(tmp_path / "detector.pt")))
+    assert det.detect(np.zeros((40, 48, 3), np.uint8)).class_names == det.class_names
 
 
 def test_bilevel_defaults_to_the_shipped_detector(pair_dir: Path, tmp_path: Path,
