@@ -273,7 +273,8 @@ def eval_cmd(
     variants: str = typer.Option("adaptive,average,max", "--variants",
                                  help="Comma-separated fusion variants to compare (the first ranks best/worst)."),
     detector: str | None = DetectorOpt,
-    model: Path | None = typer.Option(None, "--model", "-m", help="ONNX model for --detector yolo."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Model file for --detector yolo (the default "
+                                                                  "with --model) or ivdet (a train-detector output)."),
     config: Path | None = ConfigOpt,
     sets: list[str] | None = SetOpt,
     limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Only the first N pairs of each data set."),
@@ -298,9 +299,9 @@ def eval_cmd(
 
     extra: dict[str, Any] = {}
     if model is not None:
-        if detector not in (None, "yolo"):
-            raise ConfigError(f"--model is for --detector yolo, not {detector!r}")
-        extra = {"detector.type": "yolo", "detector.model": str(model)}
+        if detector not in (None, "yolo", "ivdet"):
+            raise ConfigError(f"--model is for --detector yolo or ivdet, not {detector!r}")
+        extra = {"detector.type": detector or "yolo", "detector.model": str(model)}
     cfg = build_config(config, sets, detector=detector, extra=extra)
     command = command_line(dataset, {
         "--variants": variants, "--detector": detector, "--model": model, "--config": config, "--set": sets or [],

@@ -120,7 +120,7 @@ def test_eval_two_data_sets_without_detector(scene: tuple[Path, str], tmp_path: 
         (["{blobs}", "--labels", "labels/fusion"], "--labels: no such file or folder: labels/fusion or"),
         (["{blobs}", "--variants", "adaptive,nope"], "--variants: unknown variant 'nope'"),
         (["{blobs}", "--metrics", "SSMI"], "--metrics: unknown fusion metric 'SSMI'"),
-        (["{blobs}", "-d", "hog", "--model", "m.onnx"], "--model is for --detector yolo, not 'hog'"),
+        (["{blobs}", "-d", "hog", "--model", "m.onnx"], "--model is for --detector yolo or ivdet, not 'hog'"),
         (["{blobs}", "--model", "/missing.onnx"], "model file not found: /missing.onnx"),
         (["{blobs},{blobs}", "--ir", "x", "--vis", "y"], "--ir/--vis select the folders of one data set"),
         ([], "no data set given"),
@@ -167,3 +167,21 @@ def test_eval_yolo_detector_scores_every_shared_class(tmp_path: Path) -> None:
     assert det["num_det"] > 0 and 0 <= det["map50"] <= 1
     assert not any("cannot output" in n for n in report["notes"])
     assert "--model" in report["command"] and "AP@0.5 car" in res.stdout
+
+
+def test_eval_with_an_ivdet_model_of_ones_own(tmp_path: Path) -> None:
+    """--detector ivdet --model FILE evaluates a train-detector output instead of the shipped weights."""
+    pytest.importorskip("onnx")
+    from ivfusion_ros.detect.ivdet import export_detector_onnx
+    from ivfusion_ros.detect.nets.yolox import YoloxNano
+
+    model = export_detector_onnx(YoloxNano(("person", "car")), tmp_path / "mine.onnx", (128, 96))
+    data = tmp_path / "blobs"
+    write_blob_dataset(data, n=2)
+    out = tmp_path / "out"
+    res = _invoke("eval", str(data), "--variants", "max", "-d", "ivdet", "--model", str(model), "--metrics", "EN",
+                  "--set", "runtime.device=cpu", "--thumbnails", "0", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["detector"]["type"] == "ivdet" and "mine.onnx" in report["detector"]["description"]
+    assert report["detector"]["class_names"] == ["person", "car"]
