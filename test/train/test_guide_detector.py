@@ -25,16 +25,6 @@ AMF = {"channels": [4, 8, 8], "semantic_blocks": 1, "heads": 2, "kv_pool": 2, "i
 TSJ = {"channels": [4, 8], "heads": 2, "kernel": 3, "att_groups": 2, "se_reduction": 2}
 
 
-@pytest.fixture(scope="module")
-def pair_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_labelled_pairs(tmp_path_factory.mktemp("pairs"))
-
-
-@pytest.fixture(scope="module")
-def det_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_random_detector(tmp_path_factory.mktemp("det") / "det.pt")
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train.tiny_detector import changed, random_detector, save_random_detector, snapshot, write_labelled_pairs
+from train.tiny_detector import changed, random_detector, save_random_detector, snapshot
 from typer.testing import CliRunner
 
 from ivfusion_ros.cli.main import app
@@ -34,18 +34,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {"channels": [4, 8, 8], "semantic_blocks": 1, "heads": 2, "kv_pool": 2, "gate_hidden": 4, "codebook_size": 8,
         "prompts": ["night street, highlight pedestrians"]}
-
-
-@pytest.fixture(scope="module")
-def pair_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four generated night pairs (64x72) with warm figures, YOLO labels for three of them (one car)."""
-    return write_labelled_pairs(tmp_path_factory.mktemp("t2p_pairs"))
-
-
-@pytest.fixture(scope="module")
-def det_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random YOLOX-nano detector weights file (person, bicycle, car)."""
-    return save_random_detector(tmp_path_factory.mktemp("det") / "det.pt")
 
 
 def _cfg(pair_dir: Path, out: Path, **kw: object) -> TrainConfig:
