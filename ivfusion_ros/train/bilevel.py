@@ -49,7 +49,6 @@ from ivfusion_ros.detect.nets.yolox import YoloxNano
 from ivfusion_ros.errors import ConfigError, ModelError
 from ivfusion_ros.fusion.nets.losses import FusionLoss, create_loss
 from ivfusion_ros.fusion.nets.weights import save_weights
-from ivfusion_ros.runtime.device import resolve_device
 from ivfusion_ros.train.fused_detection import (
     Boxes,
     FusedDetectionLoss,
@@ -70,6 +69,7 @@ from ivfusion_ros.train.trainer import (
     build_net,
     csv_columns,
     epoch_row,
+    start_run,
     training_record,
 )
 
@@ -188,11 +188,7 @@ def train_bilevel(cfg: TrainConfig, bcfg: BilevelConfig, progress: Callable[[int
         raise ModelError(f"--bilevel: the shipped detector {det_path} is missing; give a detector weights file "
                          "with --guide-detector PATH (ivfusion train-detector writes one)")
     detector, header = load_guide_detector(det_path)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    out, device = start_run(cfg.out, cfg.threads, cfg.device)
     if data is None:
         data = load_labelled_pairs(cfg.data, cfg.labels, min_side=cfg.crop, class_names=detector.class_names,
                                    detector=det_path)

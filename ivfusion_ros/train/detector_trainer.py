@@ -41,7 +41,6 @@ from ivfusion_ros.errors import ConfigError, ModelError
 from ivfusion_ros.eval.detection import DetectionEvaluator
 from ivfusion_ros.eval.labels import GroundTruth
 from ivfusion_ros.io.atomic import atomic_path
-from ivfusion_ros.runtime.device import resolve_device
 from ivfusion_ros.train.detection_data import (
     Augment,
     DetectionSet,
@@ -50,7 +49,7 @@ from ivfusion_ros.train.detection_data import (
     load_detection_set,
     read_data_file,
 )
-from ivfusion_ros.train.trainer import _cosine, _load_checkpoint, _write_csv
+from ivfusion_ros.train.trainer import _cosine, _load_checkpoint, _write_csv, start_run
 
 __all__ = ["DetectorTrainConfig", "DetectorTrainResult", "build_network", "train_detector", "validate_detector"]
 
@@ -245,11 +244,7 @@ def train_detector(cfg: DetectorTrainConfig, resume: str | Path | None = None,
         saved.epochs, saved.out, saved.threads = cfg.epochs, cfg.out, cfg.threads
         cfg = saved
     cfg.check()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    out, device = start_run(cfg.out, cfg.threads, cfg.device)
     say = log or (lambda _s: None)
 
     if data is None:

@@ -245,6 +245,16 @@ def _write_csv(path: Path, rows: list[dict[str, float]], columns: Sequence[str] 
             w.writerow({k: (f"{r[k]:.6g}" if isinstance(r.get(k), float) else r.get(k, "")) for k in columns})
 
 
+def start_run(out: str | Path, threads: int, device: str) -> tuple[Path, torch.device]:
+    """What every training run does first: its output folder (made), torch's CPU threads (0: left as they are) and
+    the resolved device."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return folder, resolve_device(device)
+
+
 def _load_checkpoint(path: Path, kind: str = "ivfusion-train-checkpoint",
                      what: str = "an ivfusion training checkpoint") -> dict[str, Any]:
     """The ``--resume`` checkpoint of kind ``kind``; a :class:`ModelError` naming the file otherwise."""
@@ -340,11 +350,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
         saved.epochs, saved.out, saved.command = cfg.epochs, cfg.out, cfg.command or saved.command
         cfg = saved
     cfg.check()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    out, device = start_run(cfg.out, cfg.threads, cfg.device)
     amp = device.type == "cuda"
 
     detector: YoloxNano | None = None
