@@ -138,7 +138,8 @@ class IvdetDetector(YoloDetector):
         self._network = network
         if network is not None and cfg.backend != "torch":
             raise ConfigError("an in-memory detector network runs on the torch backend only")
-        model = cfg.model or str(shipped_model(cfg.backend))
+        # an in-memory network is named as such (descriptions, messages), not as the shipped file it is not
+        model = "in-memory network" if network is not None else cfg.model or str(shipped_model(cfg.backend))
         if cfg.backend != "torch" and model.endswith(".pt"):
             onnx_path = Path(model).with_suffix(".onnx")
             if not onnx_path.is_file():
