@@ -162,10 +162,12 @@ class FusionConfig:
     )
     levels: int = param(4, "Pyramid levels of the multi-scale fusion.", lo=1, hi=8, runtime=False)
     ir_weight_dark: float = param(
-        0.85, "Share of thermal in the base layer where the RGB image is dark.", lo=0.0, hi=1.0
+        1.0, "adaptive: share of the thermal base taken where it is brighter than the visible one, in dark regions.",
+        lo=0.0, hi=1.0,
     )
     ir_weight_bright: float = param(
-        0.3, "Share of thermal in the base layer where the RGB image is well lit.", lo=0.0, hi=1.0
+        0.6, "adaptive: the same share where the RGB image is well lit (warm targets still stand out).",
+        lo=0.0, hi=1.0,
     )
     dark_level: float = param(
         0.2, "Local illumination (0..1) below which a region counts as dark.", lo=0.0, hi=1.0
@@ -178,9 +180,14 @@ class FusionConfig:
         hi=1.0,
     )
     light_normalization: float = param(
-        0.25, "Strength of the step that lifts dark regions and compresses over-exposed ones.", lo=0.0, hi=1.0
+        0.25, "Strength of the step that lifts dim regions (not black ones) and compresses over-exposed ones.",
+        lo=0.0, hi=1.0,
     )
-    detail_gain: float = param(1.0, "Gain on the fused detail (Laplacian) layers.", lo=0.0, hi=4.0)
+    detail_gain: float = param(1.2, "Gain on the fused detail (Laplacian) layers.", lo=0.0, hi=4.0)
+    detail_noise: float = param(
+        1.0, "adaptive: visible detail in dark regions is shrunk where its energy is below this many noise "
+        "standard deviations (measured per frame); 0 = keep sensor noise.", lo=0.0, hi=10.0,
+    )
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,20 @@ def _smoothstep(illum: np.ndarray, dark: float, bright: float) -> np.ndarray:
     return s * s * (3 - 2 * s)
 
 
+def _noise_sigma(d: np.ndarray, dark: np.ndarray) -> float:
+    sel = np.abs(d[::4, ::4])[dark[::4, ::4] > 0.5]
+    return float(np.median(sel)) / 0.6745 if sel.size else 0.0
+
+
+def _lift(base: np.ndarray, alpha: float, black: float = 0.05) -> np.ndarray:
+    if alpha <= 0:
+        return base
+    x = np.clip(base, 1e-6, 1)
+    lifted = x ** (2.0 ** (2 * alpha * (x - 0.5)))
+    t = np.clip((base - black) / black, 0, 1)
+    return base + t * t * (3 - 2 * t) * (lifted - base)
+
+
 def adaptive_reference(ir: np.ndarray, vis_y: np.ndarray, illum: np.ndarray, glare: np.ndarray,
                        cfg) -> np.ndarray:
     """ir, vis_y: (H, W) float in [0, 1]; illum, glare: low-resolution maps; cfg: FusionConfig."""
@@ -59,23 +73,23 @@ def adaptive_reference(ir: np.ndarray, vis_y: np.ndarray, illum: np.ndarray, gla
                 cv2.resize(glare.astype(np.float64), size, interpolation=cv2.INTER_LINEAR))
 
     out = []
-    for di, dv in zip(li[:-1], lv[:-1]):
+    for k, (di, dv) in enumerate(zip(li[:-1], lv[:-1])):
         L, G = maps(di.shape)
-        a = 1 - 0.8 * _smoothstep(L, cfg.dark_level, cfg.bright_level)
-        dv = dv * (1 - cfg.glare_suppression * G) * a
-        box = np.full(5, 1 / 5)
+        dv = dv * (1 - cfg.glare_suppression * G)
+        box = np.full(3, 1 / 3)
         ei, ev = _sep(di * di, box), _sep(dv * dv, box)
-        w = ei / (ei + ev + 1e-6)
+        if k == 0 and cfg.detail_noise > 0:
+            dark = _smoothstep(L, cfg.dark_level, cfg.bright_level)
+            noise = (cfg.detail_noise * _noise_sigma(dv, dark)) ** 2 * dark
+            dv = dv * ev / (ev + noise + 1e-12)
+        w = ei**2 / (ei**2 + ev**2 + 1e-12)
         out.append(cfg.detail_gain * (w * di + (1 - w) * dv))
     L, G = maps(li[-1].shape)
     s = _smoothstep(L, cfg.dark_level, cfg.bright_level)
     wb = cfg.ir_weight_bright + (cfg.ir_weight_dark - cfg.ir_weight_bright) * s
-    wb = wb + (1 - wb) * cfg.glare_suppression * G
-    base = wb * li[-1] + (1 - wb) * lv[-1]
-    if cfg.light_normalization > 0:
-        x = np.clip(base, 1e-6, 1)
-        base = x ** (2.0 ** (2 * cfg.light_normalization * (x - 0.5)))
-    out.append(base)
+    base = lv[-1] + wb * np.maximum(li[-1] - lv[-1], 0)
+    base = base + cfg.glare_suppression * G * (li[-1] - base)
+    out.append(_lift(base, cfg.light_normalization))
     img = out[-1]
     for d in reversed(out[:-1]):
         img = d + _up(img, d.shape)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["luma", "rgb_to_ycrcb", "ycrcb_to_rgb"]
+__all__ = ["CHROMA_FULL", "CHROMA_NONE", "luma", "restore_chroma", "rgb_to_ycrcb", "ycrcb_to_rgb"]
 
 _KR, _KG, _KB = 0.299, 0.587, 0.114
 _CR, _CB = 0.713, 0.564  # OpenCV's delta scale factors
@@ -33,3 +33,40 @@ def ycrcb_to_rgb(ycrcb: torch.Tensor) -> torch.Tensor:
     b = y + cb / _CB
     g = (y - _KR * r - _KB * b) / _KG
     return torch.cat((r, g, b), dim=1).clamp_(0.0, 1.0)
+
+
+#: Visible luminance at and below which the visible chroma is not used (sensor noise, not colour) ...
+CHROMA_NONE = 0.03
+#: ... and at and above which it is used in full (linear between).
+CHROMA_FULL = 0.10
+
+
+def restore_chroma(vis: torch.Tensor, vis_y: torch.Tensor, fused_y: torch.Tensor,
+                   keep: torch.Tensor | None = None) -> torch.Tensor:
+    """The fused luminance ``fused_y`` with the visible image's chroma, where that chroma is reliable.
+
+    The chroma of a pixel is its offset from grey, ``vis - vis_y`` per channel (adding it to a new Y keeps Cr and
+    Cb of YCrCb: the conversion is linear with unit Y weight in every channel). It is scaled by a gain that is 1
+    where the visible image is reliable and falls to 0 where it is not:
+
+    * dark pixels (``vis_y`` below :data:`CHROMA_FULL`, none below :data:`CHROMA_NONE`, linear between): the
+      colour of an amplified dark pixel is noise, and once thermal has lifted it that noise becomes blue blobs
+      in tree crowns and teal fringes along warm edges;
+    * ``keep`` (optional, e.g. ``1 - glare``): where the caller replaced the visible content (the orange bloom
+      of a headlight is not the colour of the car's thermal shape).
+
+    Out-of-gamut results are brought back by scaling the chroma down (towards grey at the same Y), not by
+    clipping channels: clipping one channel changes the hue and the luminance, which is where the casts of
+    lifted or darkened regions came from. The output's BT.601 luma equals ``fused_y`` (clamped to [0, 1]).
+    """
+    y = fused_y.clamp(0.0, 1.0)
+    gain = (vis_y - CHROMA_NONE).mul_(1.0 / (CHROMA_FULL - CHROMA_NONE)).clamp_(0.0, 1.0)
+    if keep is not None:
+        gain.mul_(keep)
+    chroma = vis - vis_y
+    # per-channel max / min as two reductions (torch.aminmax over dim 1 is ~10x slower on the CPU)
+    hi, lo = chroma.amax(dim=1, keepdim=True), chroma.amin(dim=1, keepdim=True)
+    # the largest scale <= gain that keeps y + scale * chroma inside [0, 1] in every channel
+    scale = torch.minimum(gain, (1.0 - y).div_(hi.clamp_(min=1e-6)))
+    scale = torch.minimum(scale, y.div(lo.neg_().clamp_(min=1e-6)))
+    return torch.addcmul(y, chroma, scale).clamp_(0.0, 1.0)

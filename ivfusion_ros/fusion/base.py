@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ivfusion_ros.config import FusionConfig, RuntimeConfig
-from ivfusion_ros.core.color import luma
+from ivfusion_ros.core.color import luma, restore_chroma
 
 __all__ = ["Fuser", "FusionContext", "LuminanceFuser"]
 
@@ -102,6 +102,7 @@ class LuminanceFuser(Fuser):
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor, ctx: FusionContext) -> torch.Tensor:
         y = ctx.vis_y if ctx.vis_y is not None else luma(vis)
         fused_y = self.fuse_luma(ir, y, ctx)
-        # Keeping Cr and Cb of YCrCb while Y changes by d adds d to each of R, G and B (the conversion is
-        # linear with unit Y weight in every channel), so one broadcast add restores the visible chroma.
-        return (vis + (fused_y - y)).clamp_(0.0, 1.0)
+        # the visible colour where it is reliable: not in the dark (noise) and not in the glare that fusion
+        # replaced with thermal structure
+        _, glare = ctx.maps_at(tuple(y.shape[-2:]))
+        return restore_chroma(vis, y, fused_y, 1.0 - self.cfg.glare_suppression * glare)

@@ -61,7 +61,7 @@ __all__ = ["CSV_COLUMNS", "DETECTOR_USES", "LOSS_TERMS", "VAL_METRICS", "TrainCo
 #: Fusion metrics computed on the validation pairs every epoch.
 VAL_METRICS = ("EN", "SD", "SF", "VIF", "Qabf", "SSIM")
 #: Loss terms of the AMFusion family, logged per epoch (each family logs its own: ``FusionLoss.term_names``).
-LOSS_TERMS = ("intensity", "gradient", "ssim", "illumination")
+LOSS_TERMS = ("intensity", "gradient", "ssim", "illumination", "glare")
 
 
 def csv_columns(terms: Sequence[str] = LOSS_TERMS) -> tuple[str, ...]:

@@ -100,12 +100,65 @@ def test_uniform_context_and_batches() -> None:
     assert out.shape == (2, 3, 33, 47)
 
 
-def test_chroma_restoration_equals_ycrcb_round_trip(night_pair) -> None:
-    from ivfusion_ros.core.color import rgb_to_ycrcb, ycrcb_to_rgb
+def test_chroma_is_the_visible_one_where_reliable_and_luma_is_exact(night_pair) -> None:
+    from ivfusion_ros.core.color import CHROMA_FULL, luma, rgb_to_ycrcb, ycrcb_to_rgb
 
     ir, vis, y, ctx = _inputs(night_pair)
     fuser = create_fuser("adaptive")
     fused_y = fuser.fuse_luma(ir, y, ctx)
-    ycc = rgb_to_ycrcb(vis)
-    expected = ycrcb_to_rgb(torch.cat((fused_y, ycc[:, 1:]), dim=1))
-    torch.testing.assert_close(fuser.fuse(ir, vis, ctx), expected, atol=2e-3, rtol=0)
+    out = fuser.fuse(ir, vis, ctx)
+    # the luminance is the fused one everywhere: chroma never shifts it (clipping channels did)
+    torch.testing.assert_close(luma(out), fused_y, atol=1e-5, rtol=0)
+    # lit, glare-free, in gamut: Cr and Cb of the visible image, exactly as a YCrCb round trip
+    expected = ycrcb_to_rgb(torch.cat((fused_y, rgb_to_ycrcb(vis)[:, 1:]), dim=1))
+    _, glare = ctx.maps_at(tuple(y.shape[-2:]))
+    in_gamut = ((vis + (fused_y - y) >= 0) & (vis + (fused_y - y) <= 1)).all(dim=1, keepdim=True)
+    reliable = ((y >= CHROMA_FULL) & (glare < 1e-6) & in_gamut).expand_as(out)
+    assert int(reliable.sum()) > 3000
+    torch.testing.assert_close(out[reliable], expected[reliable], atol=2e-3, rtol=0)
+
+
+def test_chroma_is_dropped_in_the_dark_and_scaled_not_clipped_out_of_gamut() -> None:
+    from ivfusion_ros.core.color import CHROMA_NONE, restore_chroma
+
+    vis = torch.tensor([[0.02, 0.03, 0.01], [0.8, 0.2, 0.1]]).t().reshape(1, 3, 1, 2)
+    vis_y = 0.299 * vis[:, 0:1] + 0.587 * vis[:, 1:2] + 0.114 * vis[:, 2:3]
+    assert float(vis_y[0, 0, 0, 0]) < CHROMA_NONE
+    fused_y = torch.tensor([0.6, 0.9]).reshape(1, 1, 1, 2)  # the dark pixel lifted by thermal; the red one lifted
+    out = restore_chroma(vis, vis_y, fused_y)
+    dark, red = out[0, :, 0, 0], out[0, :, 0, 1]
+    torch.testing.assert_close(dark, torch.full((3,), 0.6))  # noise colour of a dark pixel is not kept: grey
+    assert float(red.max()) <= 1.0 and float(red.min()) >= 0.0
+    # the hue is kept: the offset from grey is proportional to the visible one (clipping would change the ratios)
+    offset, source = red - 0.9, vis[0, :, 0, 1] - vis_y[0, 0, 0, 1]
+    ratio = offset / source
+    torch.testing.assert_close(ratio, ratio.mean().expand(3), atol=1e-5, rtol=0)
+    assert 0 < float(ratio.mean()) < 1
+
+
+def test_empty_night_sky_stays_black_and_dim_content_is_lifted() -> None:
+    """No veil: a black sky over a dim street stays black; the street is lifted."""
+    h, w = 96, 128
+    vis_y = torch.full((1, 1, h, w), 0.005)
+    vis_y[..., 48:, :] = 0.12  # dim street below a black sky
+    ir = torch.full((1, 1, h, w), 0.0)  # cold sky, cold street: nothing for thermal to add
+    cfg = dataclasses.replace(FusionConfig(), detail_noise=0.0)
+    out = create_fuser("adaptive", cfg).fuse_luma(ir, vis_y, FusionContext.uniform(ir, 0.05))[0, 0]
+    assert float(out[:32].mean()) < 0.01
+    assert float(out[64:].mean()) > 0.12
+
+
+def test_noise_in_the_dark_is_shrunk_and_strong_structure_kept() -> None:
+    g = torch.Generator().manual_seed(0)
+    h, w = 128, 128
+    clean = torch.full((1, 1, h, w), 0.08)
+    clean[..., :, 60:68] = 0.4  # a road marking in the dark
+    vis_y = (clean + 0.02 * torch.randn(1, 1, h, w, generator=g)).clamp(0, 1)
+    ir = torch.full((1, 1, h, w), 0.05)
+    ctx = FusionContext.uniform(ir, 0.05)  # dark everywhere
+    quiet = create_fuser("adaptive").fuse_luma(ir, vis_y, ctx)[0, 0]
+    noisy = create_fuser("adaptive", detail_noise=0.0).fuse_luma(ir, vis_y, ctx)[0, 0]
+    flat = (slice(8, 120), slice(8, 48))
+    assert float(quiet[flat].std()) < 0.75 * float(noisy[flat].std())
+    marking = float(quiet[:, 61:67].mean() - quiet[flat].mean())
+    assert marking > 0.9 * float(clean[0, 0, :, 61:67].mean() - clean[0, 0][flat].mean())

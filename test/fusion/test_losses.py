@@ -8,6 +8,7 @@ import torch
 from ivfusion_ros.errors import ConfigError
 from ivfusion_ros.fusion.nets.losses import (
     create_loss,
+    glare_loss,
     gradient_loss,
     illumination_loss,
     intensity_loss,
@@ -74,7 +75,7 @@ def test_create_loss_total_parts_and_gradients() -> None:
     loss = create_loss("amfusion", ssim=0.25)
     assert loss.weights["ssim"] == 0.25
     total, parts = loss(ir, vis, fused, illum, glare)
-    assert set(parts) == {"intensity", "gradient", "ssim", "illumination"}
+    assert set(parts) == {"intensity", "gradient", "ssim", "illumination", "glare"}
     expected = sum(loss.weights[k] * v for k, v in parts.items())
     assert float(total.detach()) == pytest.approx(expected, rel=1e-5)
     total.backward()
@@ -85,3 +86,19 @@ def test_create_loss_total_parts_and_gradients() -> None:
         create_loss("amfusion", perceptual=1.0)
     with pytest.raises(ConfigError, match="no loss defined"):
         create_loss("no-such-family")
+
+
+def test_glare_loss_pulls_light_effects_to_thermal_and_gradient_ignores_their_edges() -> None:
+    """In glare, the fused image should be the thermal one and the bloom's rim is no edge to keep."""
+    ir = torch.full((1, 1, 32, 32), 0.3)
+    vis = torch.full((1, 1, 32, 32), 0.1)
+    vis[..., 8:24, 8:24] = 1.0  # a headlight
+    glare = torch.zeros_like(ir)
+    glare[..., 6:26, 6:26] = 1.0
+    assert float(glare_loss(ir, ir, glare)) == 0.0
+    kept = float(glare_loss(ir, torch.maximum(ir, vis), glare))
+    assert kept == pytest.approx(0.7 * 256 / 400, rel=1e-5)  # normalised by the glare area, not the image
+    assert float(glare_loss(ir, vis, torch.zeros_like(ir))) == 0.0
+    # the headlight's rim is a target edge without glare, none with it
+    assert float(gradient_loss(ir, vis, ir)) > 0.0
+    assert float(gradient_loss(ir, vis, ir, glare)) == pytest.approx(0.0, abs=1e-6)

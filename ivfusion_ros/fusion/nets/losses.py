@@ -10,13 +10,19 @@ Terms (``F`` fused, ``I`` thermal, ``V`` visible, ``G`` glare weight, means over
 * :func:`intensity_loss` ``mean((1 - G) |F - max(I, V)|)``: keep the brighter source's intensity (warm targets,
   lit surfaces). Glare is excluded on purpose: there ``max(I, V)`` is the saturated light effect itself,
   which AMFusion wants suppressed, not copied; the illumination term governs those pixels.
-* :func:`gradient_loss` ``mean(| |grad F| - max(|grad I|, |grad V|) |)`` with Sobel gradients
-  (``|grad| = |Gx| + |Gy|``): keep the stronger edge of either source at every pixel.
+* :func:`gradient_loss` ``mean(| |grad F| - max(|grad I|, (1 - G) |grad V|) |)`` with Sobel gradients
+  (``|grad| = |Gx| + |Gy|``): keep the stronger edge of either source at every pixel, except the edges of light
+  effects (the rim of a headlight's bloom is the strongest visible edge of a night street, and copying it keeps
+  the halo).
 * :func:`ssim_loss` ``1 - (SSIM(F, I) + SSIM(F, V)) / 2``: keep the local structure of both sources.
 * :func:`illumination_loss` (AMFusion's illumination loss): local mean intensity ``mu = avgpool_k(F)`` should lie
   in a normal-light band ``[lo, hi]``; ``mean((1 + G_k) (relu(lo - mu) + relu(mu - hi)))`` lifts dark
   regions, compresses over-exposed ones and weighs glare patches (``G_k = avgpool_k(G)``) up. A band instead of
   one target level keeps the scene's own contrast between normally lit regions.
+* :func:`glare_loss` ``sum(G |F - I|) / sum(G)``: inside light effects the fused image follows the thermal
+  image, so a headlight becomes the car's thermal shape instead of a blob. Normalised by the glare area (not
+  by all pixels): otherwise a headlight covering 2 % of a crop would weigh 2 % of what it should, and the
+  network would learn to keep the glare.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ __all__ = [
     "TERMS",
     "FusionLoss",
     "create_loss",
+    "glare_loss",
     "gradient_loss",
     "illumination_loss",
     "intensity_loss",
@@ -66,10 +73,20 @@ def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
     return g.abs().sum(dim=1, keepdim=True)
 
 
-def gradient_loss(ir: torch.Tensor, vis: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
-    """``mean(| |grad F| - max(|grad I|, |grad V|) |)`` (Sobel); zero when F has the stronger edge everywhere."""
-    target = torch.maximum(sobel_magnitude(ir), sobel_magnitude(vis))
+def gradient_loss(ir: torch.Tensor, vis: torch.Tensor, fused: torch.Tensor,
+                  glare: torch.Tensor | None = None) -> torch.Tensor:
+    """``mean(| |grad F| - max(|grad I|, (1 - G) |grad V|) |)`` (Sobel); zero when F has the stronger edge
+    everywhere. Without ``glare`` ``G = 0``."""
+    g_vis = sobel_magnitude(vis)
+    if glare is not None:
+        g_vis = g_vis * (1.0 - glare)
+    target = torch.maximum(sobel_magnitude(ir), g_vis)
     return (sobel_magnitude(fused) - target).abs().mean()
+
+
+def glare_loss(ir: torch.Tensor, fused: torch.Tensor, glare: torch.Tensor) -> torch.Tensor:
+    """``sum(G |F - I|) / max(sum(G), 1)``: in light effects, follow the thermal image (0 without glare)."""
+    return (glare * (fused - ir).abs()).sum() / glare.sum().clamp(min=1.0)
 
 
 def _gauss_window(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
@@ -126,14 +143,15 @@ Term = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.T
 #: Image loss terms by name; families pick theirs by giving them a weight (:func:`register_loss`).
 TERMS: dict[str, Term] = {
     "intensity": lambda ir, vis, f, il, gl: intensity_loss(ir, vis, f, gl),
-    "gradient": lambda ir, vis, f, il, gl: gradient_loss(ir, vis, f),
+    "gradient": lambda ir, vis, f, il, gl: gradient_loss(ir, vis, f, gl),
     "ssim": lambda ir, vis, f, il, gl: ssim_loss(ir, vis, f),
     "illumination": lambda ir, vis, f, il, gl: illumination_loss(f, gl),
+    "glare": lambda ir, vis, f, il, gl: glare_loss(ir, f, gl),
 }
 
 #: Default loss weights per network family (what the shipped weights were trained with).
 LOSS_DEFAULTS: dict[str, dict[str, float]] = {
-    "amfusion": {"intensity": 1.0, "gradient": 2.0, "ssim": 0.5, "illumination": 1.0},
+    "amfusion": {"intensity": 1.0, "gradient": 2.0, "ssim": 0.5, "illumination": 1.0, "glare": 1.0},
 }
 #: Terms a family's network computes itself during a training forward pass (codebook commitment,
 #: reconstruction of the inputs, ...), published as ``net.aux_losses: dict[str, Tensor]``.
