@@ -33,6 +33,11 @@ Nabf     Fusion artifacts, the modified N_m^AB of B. K. Shreyamsha Kumar (SIVP 2
 SSIM     SSIM(F, IR) + SSIM(F, VIS), Wang et al. 2004 (``ssim_index.m``): 11x11 Gaussian window sigma
          1.5, K1=0.01, K2=0.03, L=255, mean over the 'valid' region, no automatic downsampling.
 PSNR     10 log10(255^2 / ((MSE(F, IR) + MSE(F, VIS)) / 2)); ``inf`` when both MSEs are 0.
+GlareY   Light effects (ours, for night scenes): mean F over the *glare area* of VIS, NaN without one.
+         The glare area: VIS >= 230 (saturated), 8-connected components of at least 0.05 % of the
+         image, dilated by a 15x15 square (the bloom around the source). Lower: less glare kept.
+GlareC   Local contrast in the same area: mean over it of the 7x7 local standard deviation of F
+         (box windows, reflected borders), grey levels. Higher: structure instead of a flat blob.
 =======  ===========================================================================================
 
 Degenerate cases, decided here: a correlation with a constant image is 0 (not NaN) so dataset means stay
@@ -61,6 +66,9 @@ __all__ = [
     "cc",
     "en",
     "fusion_metrics",
+    "glare_area",
+    "glare_contrast",
+    "glare_luminance",
     "mi",
     "mi_pair",
     "nabf",
@@ -91,6 +99,8 @@ METRICS: Mapping[str, bool] = MappingProxyType(
         "Nabf": False,
         "SSIM": True,
         "PSNR": True,
+        "GlareY": False,
+        "GlareC": True,
     }
 )
 
@@ -585,6 +595,51 @@ def nabf(f: np.ndarray, ir: np.ndarray, vis: np.ndarray) -> float:
     return _nabf(*_three(f, ir, vis))
 
 
+# ------------------------------------------------------------------------------------------- light effects
+
+#: VIS grey level from which a pixel counts as saturated (a light source), ...
+GLARE_LEVEL = 230
+#: ... the smallest light source, as a share of the image (street-lamp specks are not glare), ...
+GLARE_MIN_AREA = 0.0005
+#: ... the side of the square the sources are dilated by (their bloom), and the local-contrast window.
+GLARE_DILATE, GLARE_WINDOW = 15, 7
+
+
+def glare_area(vis: np.ndarray) -> np.ndarray:
+    """Bool mask of the light effects of a visible gray image (see the module table, ``GlareY``)."""
+    sat = (np.asarray(vis) >= GLARE_LEVEL).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(sat, connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= GLARE_MIN_AREA * sat.size
+    mask = keep[labels].astype(np.uint8)
+    return cv2.dilate(mask, np.ones((GLARE_DILATE, GLARE_DILATE), np.uint8)) > 0
+
+
+def _glare_y(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    m = glare_area(b)
+    return float(f[m].mean()) if m.any() else math.nan
+
+
+def _glare_c(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    m = glare_area(b)
+    if not m.any():
+        return math.nan
+    k = (GLARE_WINDOW, GLARE_WINDOW)
+    mean = cv2.boxFilter(f, cv2.CV_64F, k, borderType=cv2.BORDER_REFLECT_101)
+    sq = cv2.boxFilter(f * f, cv2.CV_64F, k, borderType=cv2.BORDER_REFLECT_101)
+    return float(np.sqrt(np.maximum(sq - mean * mean, 0.0))[m].mean())
+
+
+def glare_luminance(f: np.ndarray, ir: np.ndarray, vis: np.ndarray) -> float:
+    """``GlareY``: mean fused gray level over the glare area of ``vis`` (NaN without light effects)."""
+    return _glare_y(*_three(f, ir, vis))
+
+
+def glare_contrast(f: np.ndarray, ir: np.ndarray, vis: np.ndarray) -> float:
+    """``GlareC``: mean 7x7 local standard deviation of the fused image over the glare area (NaN without one)."""
+    return _glare_c(*_three(f, ir, vis))
+
+
 # ----------------------------------------------------------------------------------------------- all of them
 
 _REFERENCE_FREE = {
@@ -602,6 +657,8 @@ _WITH_SOURCES = {
     "Nabf": _nabf,
     "SSIM": _ssim,
     "PSNR": _psnr,
+    "GlareY": _glare_y,
+    "GlareC": _glare_c,
 }
 
 

@@ -65,6 +65,7 @@ from ivfusion_ros.train.trainer import (
     TrainResult,
     _cosine,
     _maps,
+    _val_pairs,
     _write_csv,
     build_net,
     csv_columns,
@@ -192,7 +193,7 @@ def train_bilevel(cfg: TrainConfig, bcfg: BilevelConfig, progress: Callable[[int
     if data is None:
         data = load_labelled_pairs(cfg.data, cfg.labels, min_side=cfg.crop, class_names=detector.class_names,
                                    detector=det_path)
-    val = data.pairs[:cfg.val_pairs]
+    val, val_sources = _val_pairs(cfg, data)  # --val, or the first training pairs
     steps = cfg.steps or math.ceil(len(data) / cfg.batch)
     total = cfg.epochs * steps
 
@@ -208,13 +209,14 @@ def train_bilevel(cfg: TrainConfig, bcfg: BilevelConfig, progress: Callable[[int
     sched = torch.optim.lr_scheduler.LambdaLR(opt_net, lambda s: _cosine(s, total, cfg.min_lr_factor))
     est = IlluminationEstimator(IlluminationConfig())
     terms = (*loss_fn.term_names, "detection", "det_inner")
+    diagnostics = tuple(getattr(net, "DIAGNOSTICS", ()))
     history: list[dict[str, float]] = []
     step = 0
     net.train()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, epoch])
-        sums = dict.fromkeys(("loss", *terms), 0.0)
+        sums = dict.fromkeys(("loss", *terms, *diagnostics), 0.0)
         for _ in range(steps):
             ir, vis, boxes, labelled = data.sample(rng, cfg.batch, cfg.crop)
             ir, vis = ir.to(device), vis.to(device)
@@ -224,18 +226,20 @@ def train_bilevel(cfg: TrainConfig, bcfg: BilevelConfig, progress: Callable[[int
                                 bcfg.det_weight, bcfg.inner_steps)
             sched.step()
             step += 1
-            for k, v in vals.items():
+            for k, v in (*vals.items(), *getattr(net, "diagnostics", {}).items()):
                 sums[k] += v
             if progress is not None:
                 progress(step, total)
         row = epoch_row(epoch, step, opt_net.param_groups[0]["lr"], sums, steps, net, val, device, t0)
         history.append(row)
-        _write_csv(out / "metrics.csv", history, csv_columns(terms))
+        _write_csv(out / "metrics.csv", history, csv_columns(terms, diagnostics))
         if log is not None:
+            diag_txt = "".join(f" {k}={row[k]:.3g}" for k in diagnostics)
+            val_txt = "".join(f" {k[4:]}={v:.3f}" for k, v in row.items() if k.startswith("val_"))
             log(f"epoch {epoch}/{cfg.epochs} loss {row['loss']:.4f} detection {row['detection']:.3f} "
-                f"lr {row['lr']:.2e} ({row['seconds']:.1f} s)")
+                f"lr {row['lr']:.2e}{diag_txt}{val_txt} ({row['seconds']:.1f} s)")
     last = history[-1]
-    meta = training_record(cfg, data.sources, [{"name": "training pairs", "pairs": len(val)}], cfg.epochs, steps,
+    meta = training_record(cfg, data.sources, val_sources, cfg.epochs, steps,
                            step, device, loss_fn.weights, last)
     use = "lower-level detector" + (" and DSFM guidance" if net.family == "amfusion" else "")
     meta["guide_detector"] = detector_record(det_path, detector, use)

@@ -55,8 +55,8 @@ from ivfusion_ros.train.fused_detection import (
     load_labelled_pairs,
 )
 
-__all__ = ["CSV_COLUMNS", "DETECTOR_USES", "LOSS_TERMS", "VAL_METRICS", "TrainConfig", "TrainResult", "build_net",
-           "check_detector_use", "csv_columns", "train"]
+__all__ = ["CSV_COLUMNS", "DETECTOR_USES", "LOSS_TERMS", "VAL_EXTRA", "VAL_METRICS", "TrainConfig", "TrainResult",
+           "build_net", "check_detector_use", "csv_columns", "train"]
 
 #: Fusion metrics computed on the validation pairs every epoch.
 VAL_METRICS = ("EN", "SD", "SF", "VIF", "Qabf", "SSIM")
@@ -64,9 +64,16 @@ VAL_METRICS = ("EN", "SD", "SF", "VIF", "Qabf", "SSIM")
 LOSS_TERMS = ("intensity", "gradient", "ssim", "illumination", "glare")
 
 
-def csv_columns(terms: Sequence[str] = LOSS_TERMS) -> tuple[str, ...]:
-    """Columns of ``metrics.csv`` for a loss with ``terms`` (0 when a term has weight 0)."""
-    return ("epoch", "step", "lr", "loss", *terms, *(f"val_{m}" for m in VAL_METRICS), "seconds")
+#: Validation numbers that are not fusion metrics: ``dmax``, the mean absolute difference (grey levels) between the
+#: output and the pixel-wise maximum of the sources: a network near 0 has collapsed to ``max`` and is no model.
+VAL_EXTRA = ("dmax",)
+
+
+def csv_columns(terms: Sequence[str] = LOSS_TERMS, diagnostics: Sequence[str] = ()) -> tuple[str, ...]:
+    """Columns of ``metrics.csv`` for a loss with ``terms`` (0 when a term has weight 0) and a network that
+    reports ``diagnostics`` (its ``DIAGNOSTICS``: codebook perplexity, gate statistics, ...), epoch means."""
+    return ("epoch", "step", "lr", "loss", *terms, *diagnostics, *(f"val_{m}" for m in (*VAL_METRICS, *VAL_EXTRA)),
+            "seconds")
 
 
 #: Columns of ``metrics.csv`` of an AMFusion run.
@@ -179,7 +186,7 @@ def validate(net: torch.nn.Module, pairs: Sequence[Pair], device: torch.device,
     est = IlluminationEstimator(IlluminationConfig())
     was_training = net.training
     net.eval()
-    sums: dict[str, float] = dict.fromkeys(names, 0.0)
+    sums: dict[str, float] = dict.fromkeys((*names, *VAL_EXTRA), 0.0)
     with torch.inference_mode():
         for p in pairs:
             ir = torch.from_numpy(p.ir)[None, None].to(device)
@@ -189,6 +196,7 @@ def validate(net: torch.nn.Module, pairs: Sequence[Pair], device: torch.device,
             m = fusion_metrics(fused[0, 0].float().cpu().numpy() * 255.0, p.ir * 255.0, p.vis * 255.0, names)
             for k in names:
                 sums[k] += float(m[k])  # plain floats: the weights file is read back with weights_only=True
+            sums["dmax"] += float((fused - torch.maximum(ir, vis)).abs().mean()) * 255.0
     net.train(was_training)
     return {k: v / len(pairs) for k, v in sums.items()}
 
@@ -408,7 +416,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
     for epoch in range(first_epoch, last_epoch + 1):
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, epoch])
-        sums = dict.fromkeys(("loss", *loss_fn.term_names), 0.0)
+        diagnostics = tuple(getattr(net, "DIAGNOSTICS", ()))
+        sums = dict.fromkeys(("loss", *loss_fn.term_names, *diagnostics), 0.0)
         for _ in range(steps):
             batch = data.sample(rng, cfg.batch, cfg.crop)
             ir, vis = (t.to(device, non_blocking=True) for t in batch[:2])
@@ -430,19 +439,22 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
             sums["loss"] += float(total_loss.detach())
             for k, v in parts.items():
                 sums[k] += v
+            for k, v in getattr(net, "diagnostics", {}).items():  # what the network saw in this forward pass
+                sums[k] += v
             if progress is not None:
                 progress(step, total)
         row = epoch_row(epoch, step, opt.param_groups[0]["lr"], sums, steps, net, val, device, t0)
         history.append(row)
-        _write_csv(csv_path, history, csv_columns(loss_fn.term_names))
+        _write_csv(csv_path, history, csv_columns(loss_fn.term_names, diagnostics))
         with atomic_path(ckpt_path) as tmp:  # a Ctrl-C while saving keeps the previous epoch's checkpoint
             torch.save({"kind": "ivfusion-train-checkpoint", "config": asdict(cfg), "epoch": epoch, "step": step,
                         "net": net.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
                         "history": history}, tmp)
         if log is not None:
             val_txt = " ".join(f"{k}={row[f'val_{k}']:.3f}" for k in VAL_METRICS if f"val_{k}" in row)
-            log(f"epoch {epoch}/{cfg.epochs} loss {row['loss']:.4f} lr {row['lr']:.2e} {val_txt} "
-                f"({row['seconds']:.1f} s)")
+            diag_txt = "".join(f" {k}={row[k]:.3g}" for k in diagnostics)
+            log(f"epoch {epoch}/{cfg.epochs} loss {row['loss']:.4f} lr {row['lr']:.2e}{diag_txt} {val_txt} "
+                f"dmax={row.get('val_dmax', math.nan):.2f} ({row['seconds']:.1f} s)")
 
     last = history[-1] if history else {}
     done = int(last.get("epoch", 0))

@@ -358,16 +358,17 @@ def test_fusion_metrics_equals_the_single_functions_and_keeps_order(rng: np.rand
         "MI": M.mi(fused, ir, vis), "SCD": M.scd(fused, ir, vis), "CC": M.cc(fused, ir, vis),
         "VIF": M.vif(fused, ir, vis), "Qabf": M.qabf(fused, ir, vis), "Nabf": M.nabf(fused, ir, vis),
         "SSIM": M.ssim(fused, ir, vis), "PSNR": M.psnr(fused, ir, vis),
+        "GlareY": M.glare_luminance(fused, ir, vis), "GlareC": M.glare_contrast(fused, ir, vis),
     }  # fmt: skip
-    assert res == single
+    np.testing.assert_equal(res, single)  # NaN equals NaN here (no light effects in the scene)
     subset = M.fusion_metrics(fused, ir, vis, names=["psnr", "EN", "Psnr"])
     assert subset == {"PSNR": single["PSNR"], "EN": single["EN"]} and list(subset) == ["PSNR", "EN"]
     assert M.fusion_metrics(fused, ir, vis, names="qabf") == {"Qabf": single["Qabf"]}
 
 
 def test_metric_table_directions() -> None:
-    assert [k for k, v in M.METRICS.items() if not v] == ["Nabf"]
-    assert len(M.METRICS) == 12
+    assert [k for k, v in M.METRICS.items() if not v] == ["Nabf", "GlareY"]
+    assert len(M.METRICS) == 14
     with pytest.raises(TypeError):
         M.METRICS["EN"] = False  # type: ignore[index]
 
@@ -435,3 +436,20 @@ def test_validation_of_triples_and_sizes() -> None:
         M.fusion_metrics(a, np.zeros((50, 60, 4), np.uint8), a)
     with pytest.raises(ConfigError, match=r"unknown fusion metric 'QABF2' \(available: EN, SD, "):
         M.fusion_metrics(a, a, a, names=["EN", "QABF2"])
+
+
+def test_glare_measures_see_a_kept_headlight_and_a_replaced_one() -> None:
+    vis = np.full((240, 320), 20.0)
+    vis[100:140, 140:180] = 255.0  # a headlight: 1600 px, above the minimum area (0.05 % = 38 px)
+    vis[10:14, 10:14] = 255.0  # a street-lamp speck: 16 px, not glare
+    ir = np.full_like(vis, 60.0)
+    ir[90:150, 130:190] = np.where(np.indices((60, 60)).sum(0) % 8 < 4, 160.0, 40.0)  # the car's thermal shape
+    area = M.glare_area(vis)
+    assert area[120, 160] and area[95, 135] and not area[12, 12] and not area[5, 300]
+    assert area.sum() == (40 + 14) ** 2  # dilated by 15x15: 7 px each side
+    kept_y, kept_c = M.glare_luminance(vis, ir, vis), M.glare_contrast(vis, ir, vis)
+    repl_y, repl_c = M.glare_luminance(ir, ir, vis), M.glare_contrast(ir, ir, vis)
+    assert repl_y < kept_y and repl_c > kept_c
+    assert M.glare_luminance(ir, ir, ir) != M.glare_luminance(ir, ir, ir)  # no light effect in IR: NaN
+    res = M.fusion_metrics(vis, ir, np.full_like(vis, 20.0), ["GlareY", "GlareC"])
+    assert all(np.isnan(v) for v in res.values())

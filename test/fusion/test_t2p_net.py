@@ -146,6 +146,27 @@ def test_codebook_ema_moves_used_code_and_leaves_unused() -> None:
     torch.testing.assert_close(vq.codebook, before)  # no update outside training
 
 
+def test_dead_codes_restart_on_the_features_and_perplexity_counts_usage() -> None:
+    vq = VectorQuantizer(4, 2, decay=0.5)
+    codes = torch.tensor([[0.0, 0.0], [50.0, 50.0], [-50.0, 50.0], [50.0, -50.0]])  # three codes far from the data
+    vq.codebook.copy_(codes)
+    vq.ema_sum.copy_(codes)
+    vq.initialized.fill_(True)
+    vq.train()
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(1, 2, 8, 8, generator=g)
+    vq(z)
+    assert vq.stats["perplexity"] == pytest.approx(1.0) and vq.stats["restarted"] == 0  # one code takes all
+    restarted = []
+    for _ in range(6):  # unused: counts 0.5, 0.25, ... fall below DEAD_COUNT at the sixth step
+        vq(z)
+        restarted.append(vq.stats["restarted"])
+    assert restarted == [0, 0, 0, 0, 3, 0]
+    assert float(vq.codebook[1:].abs().max()) < 10  # moved onto feature vectors of the batch
+    vq(z)
+    assert vq.stats["perplexity"] > 1.5  # the restarted codes are used now
+
+
 def test_codebook_straight_through_and_commitment() -> None:
     vq = VectorQuantizer(2, 2, decay=0.0)
     vq.codebook.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
@@ -182,6 +203,7 @@ def test_training_forward_publishes_commitment_and_loss_uses_it() -> None:
     x = _inputs(2, 32, 32)
     fused = net(*x)
     assert set(net.aux_losses) == {"commitment"} and net.aux_losses["commitment"].requires_grad
+    assert set(net.diagnostics) == set(net.DIAGNOSTICS)
     loss = create_loss("t2p")
     total, parts = loss(x[0], x[1], fused, x[2], x[3], net.aux_losses)
     assert "commitment" in parts and loss.weights["commitment"] == 0.25

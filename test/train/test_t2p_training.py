@@ -44,10 +44,17 @@ def _cfg(pair_dir: Path, out: Path, **kw: object) -> TrainConfig:
 
 
 def test_training_reduces_the_loss_and_logs_commitment(pair_dir: Path, tmp_path: Path) -> None:
-    res = train(_cfg(pair_dir, tmp_path, epochs=4, steps=5))
+    res = train(_cfg(pair_dir, tmp_path, epochs=4, steps=5, val_pairs=1))
     losses = [r["loss"] for r in res.history]
     assert losses[-1] < losses[0]
     assert "commitment" in res.history[0] and "commitment" in res.csv.read_text().splitlines()[0]
+    # the collapse diagnostics are logged per epoch: codebook perplexity, gate statistics, distance from max
+    header = res.csv.read_text().splitlines()[0].split(",")
+    for col in ("perplexity", "restarted", "gate_mean", "gate_std", "gate_saturated", "val_dmax"):
+        assert col in header, col
+    row = res.history[-1]
+    assert 1.0 <= row["perplexity"] <= TINY["codebook_size"] and 0.0 <= row["gate_mean"] <= 1.0
+    assert row["val_dmax"] > 0.0
     wf = load_weights(res.weights, families=("t2p",))
     assert wf.config["prompts"] == TINY["prompts"] and "text_emb" in wf.state_dict
     assert bool(wf.state_dict["vq.initialized"])  # the codebook was initialised from the data and saved

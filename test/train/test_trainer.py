@@ -59,7 +59,9 @@ def test_load_pairs(pair_dir: Path) -> None:
 
 
 def test_training_reduces_the_loss(pair_dir: Path, tmp_path: Path) -> None:
-    res = train(_cfg(pair_dir, tmp_path, epochs=4, steps=5, val_pairs=0))
+    # without the glare term: on 32-pixel crops whether a batch holds a light effect or not swings the epoch mean
+    # more than four tiny epochs of learning move it (the term has its own test in test_losses.py)
+    res = train(_cfg(pair_dir, tmp_path, epochs=4, steps=5, val_pairs=0, loss={"glare": 0.0}))
     losses = [r["loss"] for r in res.history]
     assert losses[-1] < losses[0]
     assert res.steps == 20
@@ -90,7 +92,7 @@ def test_csv_weights_record_and_fuser(pair_dir: Path, tmp_path: Path) -> None:
     for key in ("training_data", "command", "epochs", "loss_weights", "val_metrics", "seed"):
         assert key in wf.meta
     assert wf.meta["epochs"] == 2 and set(wf.meta["loss_weights"]) == {"intensity", "gradient", "ssim",
-                                                                         "illumination"}
+                                                                         "illumination", "glare"}
     fuser = create_fuser("amfusion", weights=str(res.weights))
     ir = torch.rand(1, 1, 30, 41)
     assert fuser.fuse(ir, torch.rand(1, 3, 30, 41), FusionContext.uniform(ir)).shape == (1, 3, 30, 41)

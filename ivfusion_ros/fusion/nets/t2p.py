@@ -200,7 +200,15 @@ class VectorQuantizer(nn.Module):
       for codes used in the batch, ``e_k <- m_k / N_k``. Unused codes keep their vector exactly. The codebook
       is initialised from the first training batch's features (random distinct vectors), so codes start where
       the features are rather than at an arbitrary scale.
+    * Dead-code restart (training only): a code whose EMA count fell below :attr:`DEAD_COUNT` (unused for
+      hundreds of steps) is moved onto a random feature vector of the current batch. Without it a codebook
+      collapses to the few codes that won first, and the "discrete semantic space" is a handful of vectors.
+    * :attr:`stats` (training only): ``perplexity`` of the batch's code usage, ``exp(entropy)`` (1: one code,
+      ``num_codes``: all used equally), and ``restarted`` (codes restarted in this step).
     """
+
+    #: EMA count below which a code counts as dead (a code used by one vector per batch keeps ~1 - d ... 1).
+    DEAD_COUNT = 0.03
 
     def __init__(self, num_codes: int, dim: int, decay: float = 0.99, eps: float = 1e-5) -> None:
         super().__init__()
@@ -213,6 +221,7 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("ema_sum", codes.clone())
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self.commitment: torch.Tensor | None = None
+        self.stats: dict[str, float] = {}
 
     def distances(self, z: torch.Tensor) -> torch.Tensor:
         """``(B, K, H, W)`` squared distances of every feature vector of ``z (B, D, H, W)`` to every code."""
@@ -251,6 +260,16 @@ class VectorQuantizer(nn.Module):
         used = (n > 0)[:, None]
         updated = self.ema_sum / self.ema_count.clamp_min(self.eps)[:, None]
         self.codebook.copy_(torch.where(used, updated, self.codebook))
+        p = n / n.sum().clamp_min(1.0)
+        perplexity = float(torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()))
+        dead = self.ema_count < self.DEAD_COUNT
+        n_dead = int(dead.sum())
+        if n_dead:
+            pick = torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)
+            self.codebook[dead] = flat[pick]
+            self.ema_sum[dead] = flat[pick]
+            self.ema_count[dead] = 1.0
+        self.stats = {"perplexity": perplexity, "restarted": float(n_dead)}
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.training and not bool(self.initialized):
@@ -273,6 +292,10 @@ class T2P(nn.Module):
     variant: str
     family: str
     config: dict[str, Any]
+    #: What a training forward reports in :attr:`diagnostics` (the trainer logs their epoch means): codebook
+    #: perplexity and restarted codes; the full-resolution gate's mean, spread and share of saturated pixels
+    #: (a gate at 0 or 1 everywhere is a hard per-pixel switch, what ``max`` does).
+    DIAGNOSTICS = ("perplexity", "restarted", "gate_mean", "gate_std", "gate_saturated")
 
     def __init__(self, channels: tuple[int, int, int] = (8, 16, 32), semantic_blocks: int = 1, heads: int = 2,
                  kv_pool: int = 8, gate_hidden: int = 8, codebook_size: int = 64, codebook_decay: float = 0.99,
@@ -296,6 +319,7 @@ class T2P(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.aux_losses: dict[str, torch.Tensor] = {}
+        self.diagnostics: dict[str, float] = {}
         #: input height and width must be multiples of this (pixel unshuffle, then two stride-2 stages)
         self.multiple = 8
 
@@ -342,6 +366,10 @@ class T2P(nn.Module):
         s, _ = self.vq(self.block(i2, v2, tokens, pooled))
         if self.training and self.vq.commitment is not None:
             self.aux_losses = {"commitment": self.vq.commitment}
+            with torch.no_grad():
+                w = w0.detach().float()
+                self.diagnostics = {**self.vq.stats, "gate_mean": float(w.mean()), "gate_std": float(w.std()),
+                                    "gate_saturated": float(((w < 0.05) | (w > 0.95)).float().mean())}
         return decode_residual(self, s, f1, f0, w0, ir, vis)
 
 
