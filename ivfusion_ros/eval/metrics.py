@@ -36,8 +36,10 @@ PSNR     10 log10(255^2 / ((MSE(F, IR) + MSE(F, VIS)) / 2)); ``inf`` when both M
 GlareY   Light effects (ours, for night scenes): mean F over the *glare area* of VIS, NaN without one.
          The glare area: VIS >= 230 (saturated), 8-connected components of at least 0.05 % of the
          image, dilated by a 15x15 square (the bloom around the source). Lower: less glare kept.
-GlareC   Local contrast in the same area: mean over it of the 7x7 local standard deviation of F
-         (box windows, reflected borders), grey levels. Higher: structure instead of a flat blob.
+GlareC   Local contrast inside the light sources: mean of the 7x7 local standard deviation of F (box
+         windows, reflected borders, grey levels) over the glare components eroded by 7x7 (so every
+         window lies in the saturated region, where VIS itself has contrast 0). Higher: structure
+         instead of a flat blob. NaN without such pixels.
 =======  ===========================================================================================
 
 Degenerate cases, decided here: a correlation with a constant image is 0 (not NaN) so dataset means stay
@@ -605,13 +607,16 @@ GLARE_MIN_AREA = 0.0005
 GLARE_DILATE, GLARE_WINDOW = 15, 7
 
 
-def glare_area(vis: np.ndarray) -> np.ndarray:
-    """Bool mask of the light effects of a visible gray image (see the module table, ``GlareY``)."""
+def glare_area(vis: np.ndarray, core: bool = False) -> np.ndarray:
+    """Bool mask of the light effects of a visible gray image (see the module table): the sources with their
+    bloom (``GlareY``), or with ``core`` the inside of the sources (``GlareC``)."""
     sat = (np.asarray(vis) >= GLARE_LEVEL).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(sat, connectivity=8)
     keep = np.zeros(n, bool)
     keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= GLARE_MIN_AREA * sat.size
     mask = keep[labels].astype(np.uint8)
+    if core:
+        return cv2.erode(mask, np.ones((GLARE_WINDOW, GLARE_WINDOW), np.uint8), borderType=cv2.BORDER_REPLICATE) > 0
     return cv2.dilate(mask, np.ones((GLARE_DILATE, GLARE_DILATE), np.uint8)) > 0
 
 
@@ -621,7 +626,7 @@ def _glare_y(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _glare_c(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-    m = glare_area(b)
+    m = glare_area(b, core=True)
     if not m.any():
         return math.nan
     k = (GLARE_WINDOW, GLARE_WINDOW)
@@ -636,7 +641,7 @@ def glare_luminance(f: np.ndarray, ir: np.ndarray, vis: np.ndarray) -> float:
 
 
 def glare_contrast(f: np.ndarray, ir: np.ndarray, vis: np.ndarray) -> float:
-    """``GlareC``: mean 7x7 local standard deviation of the fused image over the glare area (NaN without one)."""
+    """``GlareC``: mean 7x7 local standard deviation of the fused image inside the light sources (NaN without)."""
     return _glare_c(*_three(f, ir, vis))
 
 

@@ -447,6 +447,8 @@ def test_glare_measures_see_a_kept_headlight_and_a_replaced_one() -> None:
     area = M.glare_area(vis)
     assert area[120, 160] and area[95, 135] and not area[12, 12] and not area[5, 300]
     assert area.sum() == (40 + 14) ** 2  # dilated by 15x15: 7 px each side
+    assert M.glare_area(vis, core=True).sum() == (40 - 6) ** 2  # eroded by 7x7: 3 px each side
+    assert M.glare_contrast(vis, ir, vis) == pytest.approx(0.0, abs=1e-4)  # a kept headlight is flat inside
     kept_y, kept_c = M.glare_luminance(vis, ir, vis), M.glare_contrast(vis, ir, vis)
     repl_y, repl_c = M.glare_luminance(ir, ir, vis), M.glare_contrast(ir, ir, vis)
     assert repl_y < kept_y and repl_c > kept_c
