@@ -44,9 +44,11 @@ def _cfg(pair_dir: Path, out: Path, **kw: object) -> TrainConfig:
 
 
 def test_training_reduces_the_loss_and_logs_commitment(pair_dir: Path, tmp_path: Path) -> None:
-    res = train(_cfg(pair_dir, tmp_path, epochs=4, steps=5, val_pairs=1))
-    losses = [r["loss"] for r in res.history]
-    assert losses[-1] < losses[0]
+    # without the glare term (whether a 32-pixel crop holds a light effect swings the epoch mean; it has its own test)
+    res = train(_cfg(pair_dir, tmp_path, epochs=4, steps=5, val_pairs=1, loss={"glare": 0.0}))
+    # the image terms: the codebook usage term moves with the restarts of a tiny 8-code book, not with learning
+    image = [sum(r[k] for k in ("intensity", "gradient", "ssim", "illumination")) for r in res.history]
+    assert image[-1] < image[0]
     assert "commitment" in res.history[0] and "commitment" in res.csv.read_text().splitlines()[0]
     # the collapse diagnostics are logged per epoch: codebook perplexity, gate statistics, distance from max
     header = res.csv.read_text().splitlines()[0].split(",")

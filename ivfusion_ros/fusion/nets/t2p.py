@@ -186,6 +186,11 @@ class TextGuidedBlock(nn.Module):
         return self.film(x, pooled)
 
 
+#: Temperature of the soft code assignment of the usage loss, as a share of the mean squared distance (at 1 the
+#: soft usage is near uniform even when one code takes every vector, and the loss does not see the collapse).
+USAGE_TEMPERATURE = 0.05
+
+
 class VectorQuantizer(nn.Module):
     """Codebook of ``num_codes`` vectors of width ``dim`` with EMA updates; ``forward(z) -> (q, indices)``.
 
@@ -200,15 +205,20 @@ class VectorQuantizer(nn.Module):
       for codes used in the batch, ``e_k <- m_k / N_k``. Unused codes keep their vector exactly. The codebook
       is initialised from the first training batch's features (random distinct vectors), so codes start where
       the features are rather than at an arbitrary scale.
-    * Dead-code restart (training only): a code whose EMA count fell below :attr:`DEAD_COUNT` (unused for
-      hundreds of steps) is moved onto a random feature vector of the current batch. Without it a codebook
-      collapses to the few codes that won first, and the "discrete semantic space" is a handful of vectors.
+    * Dead-code restart (training only): a code whose EMA count fell below :attr:`DEAD_SHARE` of an equal share
+      (``DEAD_SHARE * sum(N) / K``) is moved onto a random feature vector of the current batch. Without it a
+      codebook collapses to the code that won first (perplexity 1 within a few hundred steps in the shipped
+      ``t2p-s`` of the 36-pair training), and the "discrete semantic space" is one vector.
+    * Usage loss (training only, :attr:`usage`): ``log K - H(mean_pixels softmax_k(-d_k / (t mean(d))))``, the
+      entropy deficit of the batch's soft code usage. Restarts alone do not hold: the commitment loss pulls
+      every feature to its code and nothing downstream needs more than one code, so the features themselves
+      collapse onto one point; this term (``codebook_usage`` in the ``t2p`` loss) pushes them apart.
     * :attr:`stats` (training only): ``perplexity`` of the batch's code usage, ``exp(entropy)`` (1: one code,
       ``num_codes``: all used equally), and ``restarted`` (codes restarted in this step).
     """
 
-    #: EMA count below which a code counts as dead (a code used by one vector per batch keeps ~1 - d ... 1).
-    DEAD_COUNT = 0.03
+    #: Share of an equal usage below which a code counts as dead and is restarted.
+    DEAD_SHARE = 0.03
 
     def __init__(self, num_codes: int, dim: int, decay: float = 0.99, eps: float = 1e-5) -> None:
         super().__init__()
@@ -221,11 +231,13 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("ema_sum", codes.clone())
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self.commitment: torch.Tensor | None = None
+        self.usage: torch.Tensor | None = None
         self.stats: dict[str, float] = {}
 
-    def distances(self, z: torch.Tensor) -> torch.Tensor:
-        """``(B, K, H, W)`` squared distances of every feature vector of ``z (B, D, H, W)`` to every code."""
-        cb = self.codebook
+    def distances(self, z: torch.Tensor, codebook: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, K, H, W)`` squared distances of every feature vector of ``z (B, D, H, W)`` to every code (of
+        ``codebook``, default the current one)."""
+        cb = self.codebook if codebook is None else codebook
         zz = (z * z).sum(1, keepdim=True)
         ze = F.conv2d(z, cb[:, :, None, None])
         ee = (cb * cb).sum(1).reshape(1, -1, 1, 1)
@@ -262,7 +274,7 @@ class VectorQuantizer(nn.Module):
         self.codebook.copy_(torch.where(used, updated, self.codebook))
         p = n / n.sum().clamp_min(1.0)
         perplexity = float(torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()))
-        dead = self.ema_count < self.DEAD_COUNT
+        dead = self.ema_count < self.DEAD_SHARE * self.ema_count.sum() / self.num_codes
         n_dead = int(dead.sum())
         if n_dead:
             pick = torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)
@@ -274,10 +286,15 @@ class VectorQuantizer(nn.Module):
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.training and not bool(self.initialized):
             self._init_from(z.detach().permute(0, 2, 3, 1).reshape(-1, self.dim))
-        indices = torch.argmin(self.distances(z), dim=1)
+        # training: against a copy, since the EMA update below changes the codebook the usage loss's gradient needs
+        d = self.distances(z, self.codebook.clone() if self.training else None)
+        indices = torch.argmin(d, dim=1)
         q = self.quantize(indices)
         if self.training:
             self.commitment = F.mse_loss(z, q.detach())
+            tau = (USAGE_TEMPERATURE * d.detach().mean()).clamp_min(1e-6)
+            soft = torch.softmax(-d / tau, dim=1).mean(dim=(0, 2, 3))
+            self.usage = math.log(self.num_codes) + (soft * torch.log(soft.clamp_min(1e-12))).sum()
             self.ema_update(z, indices)
         return z + (q - z).detach(), indices
 
@@ -366,6 +383,8 @@ class T2P(nn.Module):
         s, _ = self.vq(self.block(i2, v2, tokens, pooled))
         if self.training and self.vq.commitment is not None:
             self.aux_losses = {"commitment": self.vq.commitment}
+            if self.vq.usage is not None:
+                self.aux_losses["codebook_usage"] = self.vq.usage
             with torch.no_grad():
                 w = w0.detach().float()
                 self.diagnostics = {**self.vq.stats, "gate_mean": float(w.mean()), "gate_std": float(w.std()),
@@ -417,6 +436,7 @@ def t2p(**overrides: Any) -> T2P:
                                    text_dim=64, text_source="hash:64"), overrides)
 
 
-# The fusion terms AMFusion's shipped weights use, plus the codebook's commitment (weight 0.25, VQ-VAE's beta).
-register_loss("t2p", {"intensity": 1.0, "gradient": 2.0, "ssim": 0.5, "illumination": 1.0, "commitment": 0.25},
-              aux=("commitment",))
+# AMFusion's fusion terms, plus the codebook's commitment (weight 0.25, VQ-VAE's beta) and usage (0.2: enough to keep
+# the perplexity up in a 3000-step run on msrs-split train + FLIR; at 1 it dominates the fusion terms).
+register_loss("t2p", {"intensity": 1.0, "gradient": 2.0, "ssim": 0.5, "illumination": 1.0, "glare": 1.0,
+                     "commitment": 0.25, "codebook_usage": 0.2}, aux=("commitment", "codebook_usage"))
