@@ -40,6 +40,9 @@ removed without bumping ``version``.
     plots              {"latency": "plots/latency.png", "timeline": "plots/timeline.png"} (null if absent)
     notes              [str]
     frames             [FRAME]
+    default_choice     {"variant": name | null, "rule": str, "candidates": [{"variant", "map50_95", "map50", "wins",
+                        "comparisons", "glare_ok", "fuse_ms", "why"}]}: the default variant by the rule of
+                        :mod:`~ivfusion_ros.eval.choose`, ranked
 
     DETECTION          ``DetectionMetrics.to_dict()``: {"map50", "map50_95", "per_class": {class: {"ap50",
                        "ap50_95", "num_gt", "num_det"}}, "num_images", "num_gt", "num_det", "ignored_gt",
@@ -78,6 +81,7 @@ from typing import Any
 import numpy as np
 
 from ivfusion_ros.errors import IvfusionError
+from ivfusion_ros.eval.choose import choice_rows, choose_default
 from ivfusion_ros.eval.metrics import METRICS
 
 __all__ = [
@@ -431,6 +435,7 @@ def build_report(
         "notes": list(notes),
         "frames": [f.to_dict() for f in frames],
     }
+    report["default_choice"] = choose_default(report)
     return _finite_or_none(report)
 
 
@@ -557,6 +562,11 @@ def report_tables(report: Mapping[str, Any]) -> list[ReportTable]:
                   _latency_table(scope, f"Latency per stage (ms){suffix}", name)):  # fmt: skip
             if t is not None:
                 out.append(t)
+    choice = report.get("default_choice") or {}
+    if choice.get("candidates"):
+        cols, rows = choice_rows(choice)
+        out.append(ReportTable("Default variant by the rule of ivfusion_ros/eval/choose.py", cols, rows,
+                               note="rule: " + choice.get("rule", ""), kind="choice"))
     return out
 
 

@@ -30,7 +30,8 @@ from ivfusion_ros.pipeline import STAGES
 
 #: The documented top-level keys of report.json, version 1.
 TOP_KEYS = {"version", "title", "created", "ivfusion_version", "command", "config", "environment", "detector",
-            "metrics", "datasets", "variants", "baselines", "thumbnails", "plots", "notes", "frames"}  # fmt: skip
+            "metrics", "datasets", "variants", "baselines", "thumbnails", "plots", "notes", "frames",
+            "default_choice"}  # fmt: skip
 FRAME_KEYS = {"dataset", "name", "index", "stamp", "variant", "input", "regime", "illumination", "glare_fraction",
               "num_detections", "detections", "timings_ms", "fusion_metrics", "num_gt", "matched"}  # fmt: skip
 
@@ -118,7 +119,8 @@ def test_build_report_has_the_documented_keys_and_strict_json() -> None:
 def test_tables_bold_the_best_value_and_render_markdown() -> None:
     report = build_report(_frames(), detection=_detection(), datasets=[{"name": "set"}])
     tables = report_tables(report)
-    assert [t.kind for t in tables] == ["fusion", "detection", "latency"]  # one data set: no "all" section
+    # one data set: no "all" section; then the default-variant decision
+    assert [t.kind for t in tables] == ["fusion", "detection", "latency", "choice"]
     fusion = tables[0]
     assert fusion.columns[:4] == ["variant", "pairs", "EN↑", "Qabf↑"] and "Nabf↓" in fusion.columns
     qabf = fusion.columns.index("Qabf↑")
