@@ -57,4 +57,6 @@ def run_train(cfg: TrainConfig, resume: Path | None, argv: list[str], console: C
     console.print(f"{result.epochs} epochs, {result.steps} steps in {result.seconds:.0f} s")
     second = "fine-tuned detector" if bilevel is not None else "checkpoint"
     console.print(f"weights: {result.weights}\n{second}: {result.checkpoint}\nmetrics: {result.csv}")
+    if result.best is not None:
+        console.print(f"best validation epoch (VIF + Qabf): {result.best}")
     return result

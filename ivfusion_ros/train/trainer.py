@@ -55,8 +55,8 @@ from ivfusion_ros.train.fused_detection import (
     load_labelled_pairs,
 )
 
-__all__ = ["CSV_COLUMNS", "DETECTOR_USES", "LOSS_TERMS", "VAL_EXTRA", "VAL_METRICS", "TrainConfig", "TrainResult",
-           "build_net", "check_detector_use", "csv_columns", "train"]
+__all__ = ["BEST_BY", "CSV_COLUMNS", "DETECTOR_USES", "LOSS_TERMS", "VAL_EXTRA", "VAL_METRICS", "TrainConfig",
+           "TrainResult", "best_score", "build_net", "check_detector_use", "csv_columns", "train"]
 
 #: Fusion metrics computed on the validation pairs every epoch.
 VAL_METRICS = ("EN", "SD", "SF", "VIF", "Qabf", "SSIM")
@@ -67,6 +67,17 @@ LOSS_TERMS = ("intensity", "gradient", "ssim", "illumination", "glare")
 #: Validation numbers that are not fusion metrics: ``dmax``, the mean absolute difference (grey levels) between the
 #: output and the pixel-wise maximum of the sources: a network near 0 has collapsed to ``max`` and is no model.
 VAL_EXTRA = ("dmax",)
+
+
+#: Validation metrics whose sum picks the best epoch (``<variant>-best.pt``): the two the variants are judged on against
+#: the ``max`` baseline, edges (Qabf) and information (VIF).
+BEST_BY = ("VIF", "Qabf")
+
+
+def best_score(row: dict[str, float]) -> float:
+    """``sum(val_VIF, val_Qabf)`` of a ``metrics.csv`` row; NaN without validation."""
+    vals = [row.get(f"val_{k}") for k in BEST_BY]
+    return float(sum(vals)) if all(isinstance(v, float) and math.isfinite(v) for v in vals) else math.nan
 
 
 def csv_columns(terms: Sequence[str] = LOSS_TERMS, diagnostics: Sequence[str] = ()) -> tuple[str, ...]:
@@ -150,7 +161,8 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """Where the run left its files and how it ended."""
+    """Where the run left its files and how it ended (``best``: the weights of the best validation epoch by
+    :data:`BEST_BY`, ``None`` without validation)."""
 
     weights: Path
     checkpoint: Path
@@ -159,6 +171,7 @@ class TrainResult:
     steps: int
     history: list[dict[str, float]]
     seconds: float
+    best: Path | None = None
 
 
 def _cosine(step: int, total: int, floor: float) -> float:
@@ -410,6 +423,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
             group["lr"] = base * _cosine(step, total, cfg.min_lr_factor)
     est = IlluminationEstimator(IlluminationConfig())
     csv_path, ckpt_path = out / "metrics.csv", out / "last.pt"
+    best_path = out / f"{cfg.variant}-best.pt"
+    best = max((best_score(r) for r in history if math.isfinite(best_score(r))), default=-math.inf)
 
     net.train()
     last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
@@ -446,6 +461,13 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
         row = epoch_row(epoch, step, opt.param_groups[0]["lr"], sums, steps, net, val, device, t0)
         history.append(row)
         _write_csv(csv_path, history, csv_columns(loss_fn.term_names, diagnostics))
+        if best_score(row) > best:  # validation picks the epoch: later ones are not always better
+            best = best_score(row)
+            meta = training_record(cfg, data.sources, val_sources, epoch, steps, step, device, loss_fn.weights, row)
+            meta["best_of"] = {"by": "+".join(f"val_{k}" for k in BEST_BY), "score": best, "epoch": epoch}
+            with atomic_path(best_path) as tmp:
+                save_weights(tmp, net.cpu(), meta)
+            net.to(device)
         with atomic_path(ckpt_path) as tmp:  # a Ctrl-C while saving keeps the previous epoch's checkpoint
             torch.save({"kind": "ivfusion-train-checkpoint", "config": asdict(cfg), "epoch": epoch, "step": step,
                         "net": net.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
@@ -466,4 +488,5 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
         meta["guide_detector"] = detector_record(cfg.guide_detector, detector, DETECTOR_USES[net.family])
     weights = save_weights(out / f"{cfg.variant}.pt", net.cpu(), meta)
     net.to(device)
-    return TrainResult(weights, ckpt_path, csv_path, done, step, history, time.perf_counter() - t_start)
+    return TrainResult(weights, ckpt_path, csv_path, done, step, history, time.perf_counter() - t_start,
+                       best_path if best_path.is_file() else None)

@@ -153,3 +153,20 @@ def test_network_computed_loss_terms_are_weighted_logged_and_required(pair_dir: 
     assert float(rows[-1]["intensity"]) == 0.0  # weight 0: not computed
     with pytest.raises(ModelError, match="did not compute it"):
         create_loss("auxtest")(*(torch.rand(1, 1, 8, 8) for _ in range(5)), aux={})
+
+
+def test_the_best_validation_epoch_is_kept_beside_the_last(pair_dir: Path, tmp_path: Path) -> None:
+    from ivfusion_ros.train.trainer import best_score
+
+    res = train(_cfg(pair_dir, tmp_path, epochs=3, steps=2))
+    scores = [best_score(r) for r in res.history]
+    assert res.best == tmp_path / "amfusion-s-best.pt"
+    wf = load_weights(res.best)
+    best_epoch = scores.index(max(scores)) + 1
+    assert wf.meta["best_of"] == {"by": "val_VIF+val_Qabf", "score": max(scores), "epoch": best_epoch}
+    assert wf.meta["epochs"] == best_epoch
+    if best_epoch == 3:  # the last epoch was the best: the same weights as the final file
+        last = load_weights(res.weights).state_dict
+        for k, v in wf.state_dict.items():
+            torch.testing.assert_close(v, last[k])
+    assert train(_cfg(pair_dir, tmp_path / "noval", val_pairs=0)).best is None
