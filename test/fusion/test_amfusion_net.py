@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from train.tiny_detector import random_detector
 
@@ -115,7 +116,8 @@ def test_dsfm_attends_to_the_detector() -> None:
     plain = create_net("amfusion-s", **TINY)
     assert net.guidance == "detector-guided" and plain.guidance == "self-guided"
     assert net.config["guide"] == "yolox-nano" and net.config["guide_channels"] == 64
-    assert "guide" not in plain.config and plain.config["guide_channels"] == 0
+    assert net.config["guide_scale"] == 2  # amfusion-s: the guide sees half-resolution sources (cost)
+    assert "guide" not in plain.config and "guide_scale" not in plain.config and plain.config["guide_channels"] == 0
     assert net.dsfm.kv.weight.shape[1] == 64
     nn.init.normal_(net.head.weight, std=0.1)  # the zero-initialised head would hide DSFM from the output
     ir, vis, illum, glare = _inputs(1, 32, 32)
@@ -130,8 +132,12 @@ def test_dsfm_attends_to_the_detector() -> None:
     with torch.no_grad():
         before = net(ir, vis, illum, glare)
         feats = net.guide_features(ir, vis)
-        both = det.backbone(torch.cat((ir, vis)).expand(-1, 3, -1, -1).flip(1) * 255.0)[0]
+        half = F.avg_pool2d(torch.cat((ir, vis)), 2)
+        both = det.backbone(half.expand(-1, 3, -1, -1).flip(1) * 255.0)[0]
         torch.testing.assert_close(feats, 0.5 * (both[:1] + both[1:]))
+        full = create_net("amfusion-s", **TINY, guide=det, guide_scale=1)
+        both = det.backbone(torch.cat((ir, vis)).expand(-1, 3, -1, -1).flip(1) * 255.0)[0]
+        torch.testing.assert_close(full.guide_features(ir, vis), 0.5 * (both[:1] + both[1:]))
         net.det_guide.dark3[0].pconv.conv.weight.mul_(-1.0)
         after = net(ir, vis, illum, glare)
     assert float((after - before).abs().max()) > 1e-6  # deterministic: any change is the guide's
