@@ -330,6 +330,8 @@ def train_cmd(
     val: str | None = typer.Option(None, "--val", help="Validation data set folder(s) (default: training pairs)."),
     val_pairs: int = typer.Option(4, "--val-pairs", min=0, help="Validation pairs per epoch (0: none)."),
     loss: str | None = typer.Option(None, "--loss", help="Loss weights, e.g. ssim=0.5,gradient=2."),
+    net_options: list[str] | None = typer.Option(None, "--net", help="Network option KEY=VALUE (YAML value; "
+                                                                      "repeat), e.g. --net detail_skip=true."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (AMP on CUDA)."),
     threads: int = typer.Option(2, "--threads", min=0, help="CPU threads for torch (0: torch's default)."),
     clip_model: str = typer.Option("ViT-B-32", "--clip-model", help="open_clip model name (LDFusion's CLIP loss)."),
@@ -361,7 +363,7 @@ def train_cmd(
     """Train a fusion network on image pairs (unsupervised) and write its weights with a training record."""
     import sys
 
-    from ivfusion_ros.cli.train import parse_loss_weights, parse_prompts, run_train
+    from ivfusion_ros.cli.train import parse_loss_weights, parse_net_options, parse_prompts, run_train
     from ivfusion_ros.train.trainer import TrainConfig
 
     def folders(text: str | None) -> list[str]:
@@ -371,6 +373,7 @@ def train_cmd(
                       crop=crop, lr=lr, seed=seed, val=folders(val), val_pairs=val_pairs,
                       loss=parse_loss_weights(loss), device=device, threads=threads, clip_model=clip_model,
                       clip_weights=clip_weights, clip_prompts=parse_prompts(clip_prompt))
+    cfg.net.update(parse_net_options(net_options))
     if text_encoder:
         cfg.net["text_encoder"] = text_encoder
     if prompts:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -12,7 +13,7 @@ from ivfusion_ros.errors import ConfigError
 from ivfusion_ros.train.bilevel import BilevelConfig, train_bilevel
 from ivfusion_ros.train.trainer import TrainConfig, TrainResult, train
 
-__all__ = ["parse_loss_weights", "parse_prompts", "run_train"]
+__all__ = ["parse_loss_weights", "parse_net_options", "parse_prompts", "run_train"]
 
 
 def parse_loss_weights(text: str | None) -> dict[str, float]:
@@ -28,6 +29,23 @@ def parse_loss_weights(text: str | None) -> dict[str, float]:
             out[key.strip()] = float(value)
         except ValueError:
             raise ConfigError(f"--loss expects term=weight[,term=weight...], got {item!r}") from None
+    return out
+
+
+def parse_net_options(items: list[str] | None) -> dict[str, Any]:
+    """``["detail_skip=true", "channels=[8, 16]"]`` -> ``{"detail_skip": True, "channels": [8, 16]}`` (YAML values;
+    the network checks the names)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--net expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--net {key.strip()}: {value!r} is not a valid value") from None
     return out
 
 

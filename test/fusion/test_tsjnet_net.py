@@ -318,14 +318,37 @@ def test_training_reduces_the_loss_and_attaches_tasks(tmp_path: Path) -> None:
     assert "detection" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
 
 
-def test_onnx_export_parity(tmp_path: Path) -> None:
+def test_detail_skip_adds_the_gated_finest_detail_of_the_sources() -> None:
+    from ivfusion_ros.fusion.nets.tsjnet import high_pass
+
+    torch.manual_seed(0)
+    net = create_net("tsjnet-s", **TINY, detail_skip=True)
+    assert net.config["detail_skip"] is True and "detail_skip" not in create_net("tsjnet-s", **TINY).config
+    assert net.decoder.head.out_channels == 2 * 4  # image and gate, each 2x2 pixel-shuffled
+    nn.init.zeros_(net.decoder.head.weight)
+    nn.init.zeros_(net.decoder.head.bias)  # logits 0: image 0.5, gate 0.5
+    ir, vis, illum, glare = _inputs(2, 32, 48)
+    with torch.no_grad():
+        out = net.eval()(ir, vis, illum, glare)
+    want = (0.5 + 0.5 * (high_pass(ir) + high_pass(vis))).clamp(0, 1)
+    torch.testing.assert_close(out, want)
+    net.train()(ir, vis, illum, glare)
+    ir_hat, vis_hat = net.reconstructions
+    torch.testing.assert_close(ir_hat, (0.5 + high_pass(ir)).clamp(0, 1))  # each source keeps its own detail
+    torch.testing.assert_close(vis_hat, (0.5 + high_pass(vis)).clamp(0, 1))
+    flat = torch.full((1, 1, 8, 8), 0.3)
+    assert float(high_pass(flat).abs().max()) < 1e-6  # borders included: a flat image has no detail
+
+
+@pytest.mark.parametrize("detail_skip", [False, True])
+def test_onnx_export_parity(tmp_path: Path, detail_skip: bool) -> None:
     pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed")
     pytest.importorskip("onnx", reason="onnx is not installed")
     from ivfusion_ros.runtime.export import PARITY_TOL, export_onnx
     from ivfusion_ros.runtime.onnx_net import OnnxNetRunner
 
     torch.manual_seed(0)
-    net = create_net("tsjnet-s", **TINY).eval()
+    net = create_net("tsjnet-s", **TINY, detail_skip=detail_skip).eval()
     res = export_onnx(net, tmp_path / "t.onnx", exporter="torchscript", meta={"data": "unit test"})
     assert max(res.max_abs_diff.values()) <= PARITY_TOL
     runner = OnnxNetRunner(res.path)

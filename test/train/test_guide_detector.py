@@ -180,3 +180,14 @@ def test_cli_labels_with_classes_the_detector_lacks(tmp_path: Path) -> None:
     assert r.exit_code == 1
     text = "".join(r.output.split())
     assert "classes.txt" in text and "['truck']" in text and str(det) in text
+
+
+def test_cli_net_options_reach_the_network_and_bad_ones_are_one_line(pair_dir: Path, tmp_path: Path) -> None:
+    r = _cli("--variant", "tsjnet-s", "--data", str(pair_dir), "--out", str(tmp_path / "o"),
+             "--net", "detail_skip=true", "--net", "channels=[4, 8]")
+    assert r.exit_code == 0, r.output
+    wf = load_weights(tmp_path / "o" / "tsjnet-s.pt", families=("tsjnet",))
+    assert wf.config["detail_skip"] is True and list(wf.config["channels"]) == [4, 8]
+    for bad, why in (("detail_skip", "KEY=VALUE"), ("no_such_option=1", "bad configuration")):
+        r = _cli("--variant", "tsjnet-s", "--data", str(pair_dir), "--out", str(tmp_path / "b"), "--net", bad)
+        assert r.exit_code != 0 and why in r.output and "Traceback" not in r.output, r.output

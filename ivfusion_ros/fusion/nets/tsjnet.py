@@ -42,6 +42,12 @@ signal only) and the fused image. Architecture (``c0, c = channels``, ``s = scal
   own spatial attention map ``sigmoid(conv1x1(group))``; a 1x1 reduction and split-attention blocks follow, then
   upsampling to the skip resolution, the skip features, and a head whose ``u^2`` channels are pixel-shuffled to
   full resolution; ``sigmoid`` keeps the output in (0, 1).
+* **Detail skip** (``detail_skip=True``, ours; off in the presets, ``ivfusion train --net detail_skip=true``): at the
+  real-time size the decoder works at 1/4 and 1/2 resolution and its output loses the finest edges (VIF 0.55 and
+  Qabf 0.39 on msrs-split val after 800 steps, against 1.0 and 0.67 for ``max``). With the skip the decoder's
+  image is completed by the sources' 3x3 high-pass detail, mixed by a gate that is the decoder's second output
+  channel; a reconstruction gets its own source's detail, so the auto-encoder constraint still holds for
+  everything coarser.
 
 Training: the same decoder reconstructs each source from its own features and the network publishes
 ``aux_losses["reconstruction"]`` (see :func:`reconstruction_loss`). For joint-driven training (the paper's
@@ -332,7 +338,7 @@ class Decoder(nn.Module):
     """Spatial attention over ``[base, detail]``, split-attention blocks, upsampling with the skip features, head."""
 
     def __init__(self, c0: int, c: int, blocks: int, radix: int, att_groups: int, up: int, unshuffle: int,
-                 base_up: int = 1) -> None:
+                 base_up: int = 1, outputs: int = 1) -> None:
         super().__init__()
         self.base_up = base_up
         self.spa = SpatialAttention(2 * c, att_groups)
@@ -340,7 +346,7 @@ class Decoder(nn.Module):
         self.blocks = nn.Sequential(*[SplitAttentionBlock(c, radix) for _ in range(blocks)])
         self.up = up
         self.merge = _conv(c + c0, c0, 1)  # 1x1: this runs at the skip resolution, the head's 3x3 is enough there
-        self.head = nn.Conv2d(c0, unshuffle * unshuffle, 3, 1, 1)
+        self.head = nn.Conv2d(c0, outputs * unshuffle * unshuffle, 3, 1, 1)
         self.unshuffle = unshuffle
 
     def forward(self, base: torch.Tensor, detail: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -352,7 +358,7 @@ class Decoder(nn.Module):
         y = self.head(self.merge(torch.cat((z, skip), dim=1)))
         if self.unshuffle > 1:
             y = F.pixel_shuffle(y, self.unshuffle)
-        return torch.sigmoid(y)
+        return y  # logits: the image (and, with the detail skip, its detail gate)
 
 
 # --- the network ----------------------------------------------------------------------------------------------------
@@ -373,7 +379,8 @@ class TSJNet(nn.Module):
     def __init__(self, channels: tuple[int, int] = (8, 16), scale: int = 4, radix: int = 2, enc_blocks: int = 1,
                  dec_blocks: int = 1, heads: int = 2, kernel: int = 5, nat_depth: int = 1, mlp_ratio: float = 2.0,
                  se_reduction: int = 4, att_groups: int = 4, separable: bool = True, base_pool: int = 2,
-                 detector: TaskLoss | None = None, segmenter: TaskLoss | None = None) -> None:
+                 detail_skip: bool = False, detector: TaskLoss | None = None,
+                 segmenter: TaskLoss | None = None) -> None:
         super().__init__()
         c0, c = channels
         if scale not in (1, 2, 4):
@@ -389,7 +396,9 @@ class TSJNet(nn.Module):
         self.base_fuse = NATLayer(c, heads, kernel, mlp_ratio)
         self.detail_fuse = DetailSalience(c, se_reduction, separable)
         self.skip_fuse = _conv(2 * c0, c0, 1)
-        self.decoder = Decoder(c0, c, dec_blocks, radix, att_groups, scale // u, u, base_pool)
+        self.decoder = Decoder(c0, c, dec_blocks, radix, att_groups, scale // u, u, base_pool,
+                               outputs=2 if detail_skip else 1)
+        self.detail_skip = detail_skip
         #: input height and width must be multiples of this (unshuffle, stride, the DSM's and the base branch's
         #: 2x2 pooling)
         self.multiple = 2 * scale
@@ -436,6 +445,20 @@ class TSJNet(nn.Module):
         base, detail = self.lsm(self.encoder(self.down(skip)))
         return skip, base, detail
 
+    def _output(self, logits: torch.Tensor, a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        """The image from the decoder's logits. Without the detail skip ``sigmoid(logits)``. With it the decoder's
+        image is completed by the sources' finest detail (:func:`high_pass`): for the fused image mixed by the
+        decoder's second output, ``g hp(a) + (1 - g) hp(b)`` with ``g = sigmoid``, for a reconstruction (``b`` is
+        None) the source's own; clamped to [0, 1]."""
+        if not self.detail_skip:
+            return torch.sigmoid(logits)
+        img = torch.sigmoid(logits[:, :1])
+        if b is None:
+            return (img + high_pass(a)).clamp(0.0, 1.0)
+        g = torch.sigmoid(logits[:, 1:2])
+        d_b = high_pass(b)
+        return (img + d_b + g * (high_pass(a) - d_b)).clamp(0.0, 1.0)
+
     def forward(self, ir: torch.Tensor, vis: torch.Tensor, illum: torch.Tensor, glare: torch.Tensor) -> torch.Tensor:
         b = ir.shape[0]
         skip, base, detail = self.encode(torch.cat((ir, vis), dim=0))  # one shared encoder, one pass
@@ -448,17 +471,23 @@ class TSJNet(nn.Module):
             # TSJNet has no use for the maps; a zero-weighted 1x1 slice keeps them graph inputs of the ONNX model,
             # which every fusion network shares (ir, vis, illum, glare); it costs one broadcast add
             unused = 0.0 * (illum[:, :, :1, :1] + glare[:, :, :1, :1])
-            return self.decoder(base_f, detail_f, skip_f) + unused
+            return self._output(self.decoder(base_f, detail_f, skip_f), ir, vis) + unused
         # training: the shared decoder also reconstructs both sources from their own features (one batched pass)
         out = self.decoder(torch.cat((base_f, base), dim=0), torch.cat((detail_f, detail), dim=0),
                            torch.cat((skip_f, skip), dim=0))
-        fused, ir_hat, vis_hat = out[:b], out[b:2 * b], out[2 * b:]
+        fused = self._output(out[:b], ir, vis)
+        ir_hat, vis_hat = self._output(out[b:2 * b], ir), self._output(out[2 * b:], vis)
         self.reconstructions = (ir_hat, vis_hat)
         aux = {"reconstruction": reconstruction_loss(ir, vis, ir_hat, vis_hat)}
         for name, fn in self._tasks.items():
             aux[name] = fn(fused)
         self.aux_losses = aux
         return fused
+
+
+def high_pass(x: torch.Tensor) -> torch.Tensor:
+    """``x - box3(x)``: the finest detail of an image (3x3 mean, borders averaged over the pixels inside)."""
+    return x - F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
 
 
 def _create_tsjnet(variant: str, config: dict[str, Any], overrides: dict[str, Any]) -> TSJNet:
