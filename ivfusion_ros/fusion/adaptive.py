@@ -112,9 +112,10 @@ class AdaptiveFuser(LuminanceFuser):
         fused = []
         for k, d in enumerate(lap[:-1]):
             _, glare = ctx.maps_at(tuple(d.shape[-2:]))
-            d_ir = d[:, 0:1]
-            d_vis = d[:, 1:2] * (1.0 - cfg.glare_suppression * glare)  # light effects are not structure
-            energy = box_blur(torch.cat((d_ir, d_vis), dim=1).square_(), ENERGY_WINDOW).square_()
+            # in place: the pyramid's own level (not used again), so the two sources stay one tensor for the blur
+            d[:, 1:2].mul_(1.0 - cfg.glare_suppression * glare)  # light effects are not structure
+            d_ir, d_vis = d[:, 0:1], d[:, 1:2]
+            energy = box_blur(d.square(), ENERGY_WINDOW).square_()
             e2_ir, e2_vis = energy[:, 0:1], energy[:, 1:2]  # squared local energies
             if k == 0 and cfg.detail_noise > 0:
                 # sensor noise lives in the finest level (white noise halves its std per level, so the shrink
@@ -123,7 +124,7 @@ class AdaptiveFuser(LuminanceFuser):
                 sigma = noise_sigma(d_vis, dark)
                 noise = dark.mul_((cfg.detail_noise * sigma).square())
                 e_vis = e2_vis.sqrt()
-                d_vis = d_vis.mul_(e_vis / e_vis.add(noise).add_(_EPS))
+                d_vis = d_vis * (e_vis / e_vis.add(noise).add_(_EPS))
             w_ir = e2_ir / (e2_ir + e2_vis).add_(_EPS)
             fused.append((d_ir - d_vis).mul_(w_ir).add_(d_vis).mul_(cfg.detail_gain))
 
