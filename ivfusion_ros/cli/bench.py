@@ -36,7 +36,7 @@ from ivfusion_ros.demo.scene import NightStreetScene
 from ivfusion_ros.errors import ConfigError
 from ivfusion_ros.pipeline import STAGES, Pipeline
 
-__all__ = ["bench_case", "bench_nets", "run_bench"]
+__all__ = ["bench_case", "bench_nets", "net_gmac", "run_bench"]
 
 WARMUP = 5
 DISTINCT_FRAMES = 8  # rendered once and cycled, so rendering is not timed
@@ -149,22 +149,38 @@ def _time(fn: Callable[[], object], n: int, device: torch.device | None = None) 
     return _stats(ms)
 
 
-def bench_nets(nets: list[str], w: int, h: int, n: int, threads: int = 0) -> list[dict]:
-    """Model-only latency of each fusion network at ``w x h`` (padded to its multiple): torch and ONNX Runtime.
+def net_gmac(net: torch.nn.Module, xs: list[torch.Tensor]) -> float:
+    """Multiply-accumulates of one forward pass, in billions (torch's FLOP counter: convolutions, matrix products
+    and attention; element-wise work is not counted, as in the papers' GMAC figures)."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-    Random weights: latency does not depend on them. The ONNX model is exported to a temporary file with the
-    fast (torchscript) exporter; its parity with torch is checked on the way.
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        net(*xs)
+    return counter.get_total_flops() / 2e9
+
+
+def bench_nets(nets: list[str], w: int, h: int, n: int, threads: int = 0) -> list[dict]:
+    """Model-only latency (torch and ONNX Runtime) and GMAC of each fusion network at ``w x h`` (padded to its
+    multiple).
+
+    A name builds the registry's network with random weights (latency does not depend on them); a weights file
+    (``.pt``) builds the network it holds, e.g. a detector-guided AMFusion, whose guide the plain name lacks. The
+    ONNX model is exported to a temporary file with the fast (torchscript) exporter; its parity with torch is
+    checked on the way.
     """
     from ivfusion_ros.fusion.nets.registry import create_net
+    from ivfusion_ros.fusion.nets.weights import build_from_weights, load_weights
     from ivfusion_ros.runtime.export import export_onnx
     from ivfusion_ros.runtime.onnx_net import OnnxNetRunner
 
     rows = []
     for name in nets:
-        net = create_net(name).eval()
+        net = (build_from_weights(load_weights(name)) if name.endswith(".pt") else create_net(name)).eval()
+        name = Path(name).name if name.endswith(".pt") else name
         m = int(net.multiple)
         hp, wp = -(-h // m) * m, -(-w // m) * m
         xs = [torch.rand(1, 1, hp, wp) for _ in range(4)]
+        gmac = net_gmac(net, xs)
         with torch.inference_mode():
             t_torch = _time(functools.partial(net, *xs), n)
         with tempfile.TemporaryDirectory() as tmp:
@@ -172,7 +188,8 @@ def bench_nets(nets: list[str], w: int, h: int, n: int, threads: int = 0) -> lis
             runner = OnnxNetRunner(res.path, threads=threads)
             t_ort = _time(functools.partial(runner, *xs), n)
         rows.append({"net": name, "params": sum(p.numel() for p in net.parameters()), "input": [wp, hp],
-                     "torch": t_torch, "onnxruntime": t_ort, "parity_max_abs_diff": max(res.max_abs_diff.values())})
+                     "gmac": round(gmac, 3), "torch": t_torch, "onnxruntime": t_ort,
+                     "parity_max_abs_diff": max(res.max_abs_diff.values())})
     return rows
 
 
@@ -247,11 +264,12 @@ def _bench_size(n: int, w: int, h: int, variants: list[str], detectors: list[str
     for r in net_rows:
         r["size"] = [w, h]
     if net_rows:
-        nt = Table("network", "params", "input", "torch p50", "torch p90", "ORT p50", "ORT p90", "ORT fps",
+        nt = Table("network", "params", "input", "GMAC", "torch p50", "torch p90", "ORT p50", "ORT p90", "ORT fps",
                    title=f"fusion networks alone (model-only), ms at {w}x{h}, CPU")
         for r in net_rows:
             o = r["onnxruntime"]
-            nt.add_row(r["net"], f"{r['params']:,}", "x".join(map(str, r["input"])), f"{r['torch']['p50']:.2f}",
+            nt.add_row(r["net"], f"{r['params']:,}", "x".join(map(str, r["input"])), f"{r['gmac']:.2f}",
+                       f"{r['torch']['p50']:.2f}",
                        f"{r['torch']['p90']:.2f}", f"{o['p50']:.2f}", f"{o['p90']:.2f}",
                        f"{1000.0 / o['p50']:.1f}" if o["p50"] > 0 else "-")
         Console(width=200).print(nt)

@@ -203,3 +203,18 @@ def test_bench_nets_times_torch_and_onnxruntime() -> None:
     assert row["params"] == sum(p.numel() for p in create_net("amfusion-s").parameters())
     assert row["torch"]["p50"] > 0 and row["onnxruntime"]["p50"] > 0
     assert row["parity_max_abs_diff"] < PARITY_TOL
+    # the MACs scale with the pixels (a fully convolutional network plus pooled attention)
+    big = bench_nets(["amfusion-s"], 200, 120, n=5, threads=1)[0]
+    assert big["input"] == [200, 120] and 0 < row["gmac"] < big["gmac"]
+    assert big["gmac"] / row["gmac"] == pytest.approx(200 * 120 / (104 * 64), rel=0.3)
+
+
+def test_bench_nets_takes_a_weights_file_and_counts_its_guide(tmp_path: Path) -> None:
+    from ivfusion_ros.detect.nets.yolox import YoloxNano
+    from ivfusion_ros.fusion.nets.weights import save_weights
+
+    guided = create_net("amfusion-s", guide=YoloxNano())
+    path = save_weights(tmp_path / "guided.pt", guided)
+    a, b = bench_nets(["amfusion-s", str(path)], 96, 64, n=3, threads=1)
+    assert b["net"] == "guided.pt" and b["params"] == sum(p.numel() for p in guided.parameters()) > a["params"]
+    assert b["gmac"] > a["gmac"]  # the detector backbone's convolutions
