@@ -2,8 +2,9 @@
 
 The default is chosen by measurement on the validation split (``msrs-split/val.txt``), never on the data the README
 reports, and never by hand: ``ivfusion eval VAL_DAY,VAL_NIGHT --variants adaptive,laplacian,max,<learned...>
---detector ivdet`` puts the decision and its reasons in the report (``default_choice``), and the config's default
-follows it. The rule, in order:
+--detector ivdet --set detector.score_threshold=0.01`` (the COCO protocol: the detector's publishing threshold of
+0.25 would cut the precision-recall curves short) puts the decision and its reasons in the report
+(``default_choice``), and the config's default follows it. The rule, in order:
 
 1. **Candidates** are the variants that are not baselines (:data:`BASELINES`: ``average``, ``max``, ``laplacian``).
 2. **Gate: light effects.** On every data set where the report has light-effect measures (night scenes with
