@@ -563,7 +563,7 @@ def report_tables(report: Mapping[str, Any]) -> list[ReportTable]:
             if t is not None:
                 out.append(t)
     choice = report.get("default_choice") or {}
-    if choice.get("candidates"):
+    if len(choice.get("candidates") or ()) >= 2:  # a choice among one is no decision: no table
         cols, rows = choice_rows(choice)
         out.append(ReportTable("Default variant by the rule of ivfusion_ros/eval/choose.py", cols, rows,
                                note="rule: " + choice.get("rule", ""), kind="choice"))

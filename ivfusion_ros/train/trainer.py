@@ -426,12 +426,13 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
     best_path = out / f"{cfg.variant}-best.pt"
     best = max((best_score(r) for r in history if math.isfinite(best_score(r))), default=-math.inf)
 
+    diagnostics = tuple(getattr(net, "DIAGNOSTICS", ()))  # what the network reports per training forward
+
     net.train()
     last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     for epoch in range(first_epoch, last_epoch + 1):
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, epoch])
-        diagnostics = tuple(getattr(net, "DIAGNOSTICS", ()))
         sums = dict.fromkeys(("loss", *loss_fn.term_names, *diagnostics), 0.0)
         for _ in range(steps):
             batch = data.sample(rng, cfg.batch, cfg.crop)

@@ -119,8 +119,15 @@ def test_build_report_has_the_documented_keys_and_strict_json() -> None:
 def test_tables_bold_the_best_value_and_render_markdown() -> None:
     report = build_report(_frames(), detection=_detection(), datasets=[{"name": "set"}])
     tables = report_tables(report)
-    # one data set: no "all" section; then the default-variant decision
-    assert [t.kind for t in tables] == ["fusion", "detection", "latency", "choice"]
+    # one data set: no "all" section; one candidate (max is a baseline): no default-variant table
+    assert [t.kind for t in tables] == ["fusion", "detection", "latency"]
+    row = {"variant": "adaptive", "map50_95": 0.3, "map50": 0.5, "wins": 12, "comparisons": 12, "glare_ok": True,
+           "fuse_ms": 10.0, "why": ""}
+    two = {**report, "default_choice": {"variant": "adaptive", "rule": "the rule",
+                                        "candidates": [row, {**row, "variant": "t2p", "map50_95": 0.2}]}}
+    choice = report_tables(two)[-1]
+    assert choice.kind == "choice" and [r[0] for r in choice.rows] == ["adaptive", "t2p"]
+    assert choice.rows[0][-1] == "default" and choice.note == "rule: the rule"
     fusion = tables[0]
     assert fusion.columns[:4] == ["variant", "pairs", "EN↑", "Qabf↑"] and "Nabf↓" in fusion.columns
     qabf = fusion.columns.index("Qabf↑")
